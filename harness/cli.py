@@ -1,0 +1,184 @@
+"""`harness` command line: parse, call one function per command, print.
+
+User mistakes (`HarnessError`) print one line and exit 2; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from harness.errors import HarnessError
+
+STORAGE_HELP = ("Optuna storage URL: sqlite:///path.db, postgresql://…, or journal:///path.log "
+                "for several workers on one host. Default: sqlite:///$HARNESS_HOME/optuna.db.")
+TRACKING_HELP = "MLflow tracking URI. Default: sqlite:///$HARNESS_HOME/mlflow.db."
+
+
+class HarnessGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except HarnessError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """Does sharpness-aware training (SAM, ASAM) make Segment Anything more robust?
+
+    Everything is written under $HARNESS_HOME (default ./runs): mlflow.db and mlartifacts/
+    (MLflow), optuna.db (Optuna), cache/ (generated datasets).
+
+    \b
+    Start with:  harness study run asam-vs-adamw --preset smoke
+    Then:        harness study status asam-vs-adamw --preset smoke
+                 harness ui
+    """
+
+
+@cli.group()
+def study():
+    """Run and inspect Optuna studies (one MLflow parent run per study, a child per trial)."""
+
+
+@study.command("run")
+@click.argument("name")
+@click.option("--preset", help="Preset from the study YAML (e.g. smoke, cpu, gpu).")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--tracking-uri", help=TRACKING_HELP)
+@click.option("--n-trials", type=click.IntRange(min=1),
+              help="Override tuning.trials_per_method (the same for every method).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def study_run(name, preset, storage, tracking_uri, n_trials, quiet):
+    """Run (or resume) study NAME: a name in studies/ or a path to a YAML file.
+
+    Phase `tune` gives every method the same number of Optuna trials (objective: clean
+    validation mIoU); phase `final` trains each method's best config with every final seed
+    and evaluates on the test split. Re-running resumes: finished trials are kept.
+    """
+    from harness.config import load_study
+    from harness.tracking.study import run_study, study_key
+
+    cfg = load_study(name, preset)
+    if n_trials is not None:
+        cfg.tuning.trials_per_method = n_trials
+    summary = run_study(cfg, storage, tracking_uri, progress=not quiet)
+    click.echo(f"study {study_key(cfg)} done")
+    _print_status(summary)
+
+
+@study.command("status")
+@click.argument("name")
+@click.option("--preset")
+@click.option("--storage", help=STORAGE_HELP)
+def study_status_cmd(name, preset, storage):
+    """Trials of study NAME by method × phase × state."""
+    from harness.config import load_study
+    from harness.tracking.study import study_status
+
+    _print_status(study_status(load_study(name, preset), storage))
+
+
+@study.command("list")
+@click.option("--storage", help=STORAGE_HELP)
+def study_list(storage):
+    """Studies recorded in the Optuna storage, with their trial counts."""
+    from harness.tracking.study import list_studies
+
+    studies = list_studies(storage)
+    if not studies:
+        click.echo("no studies recorded yet")
+    for key, parts in sorted(studies.items()):
+        counts = ", ".join(f"{part}: {n}" for part, n in sorted(parts.items()))
+        click.echo(f"{key}  ({counts})")
+
+
+def _print_status(summary: dict) -> None:
+    click.echo(f"{'method':<8} {'phase':<6} trials")
+    for method, phases in summary.items():
+        for phase, counts in phases.items():
+            text = ", ".join(f"{state.lower()} {n}" for state, n in sorted(counts.items()))
+            click.echo(f"{method:<8} {phase:<6} {text or '-'}")
+
+
+@cli.command()
+@click.option("--config", "config_name", default="asam-vs-adamw", show_default=True,
+              help="Study name or YAML whose model/data/train settings to use.")
+@click.option("--preset", help="Preset of that study (e.g. smoke).")
+@click.option("--method", type=click.Choice(["adamw", "sam", "asam"]), default="adamw",
+              show_default=True)
+@click.option("--lr", type=float, help="Learning rate (default: the study's).")
+@click.option("--weight-decay", type=float)
+@click.option("--rho", type=float, help="SAM/ASAM neighbourhood size.")
+@click.option("--eta", type=float, help="ASAM's η.")
+@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tracking-uri", help=TRACKING_HELP)
+def train(config_name, preset, method, lr, weight_decay, rho, eta, epochs, seed, tracking_uri):
+    """Train and evaluate one model; logs one MLflow run (experiment `<study>-train`)."""
+    from harness.config import MethodConfig, load_study
+    from harness.tracking.store import get_experiment_id, tracking_client
+    from harness.tracking.trial import TrialSpec, method_hparams, run_trial
+
+    cfg = load_study(config_name, preset)
+    cfg.methods.setdefault(method, MethodConfig())
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    given = {"lr": lr, "weight_decay": weight_decay, "rho": rho, "eta": eta}
+    hparams = method_hparams(cfg, method, {k: v for k, v in given.items() if v is not None})
+    if method == "adamw" and (rho is not None or eta is not None):
+        raise click.UsageError("--rho/--eta apply to sam and asam only")
+    client = tracking_client(tracking_uri)
+    experiment_id = get_experiment_id(client, f"{cfg.name}-train")
+    ids = []
+    metrics = run_trial(cfg, TrialSpec(method, hparams, seed, "single"), client, experiment_id,
+                        on_run_created=ids.append)
+    click.echo(f"run {ids[0]}")
+    for key, value in sorted(metrics.items()):
+        click.echo(f"{key:<28} {value:.4f}")
+
+
+@cli.command()
+@click.option("--tracking-uri", help=TRACKING_HELP)
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print the command instead of starting it.")
+def ui(tracking_uri, port, host, dry_run):
+    """Open the MLflow UI on the harness store (Ctrl+C stops it)."""
+    import subprocess
+
+    from harness.tracking.store import default_tracking_uri, harness_home
+
+    uri = tracking_uri or default_tracking_uri()
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--default-artifact-root", (harness_home() / "mlartifacts").as_uri(),
+               "--host", host, "--port", str(port)]
+    click.echo(f"MLflow UI for {uri} at http://{host}:{port}")
+    if dry_run:
+        click.echo(" ".join(command))
+        return
+    subprocess.run(command, check=False)
+
+
+@cli.group()
+def bench():
+    """Measured ratios, side by side in one process (never absolute times alone)."""
+
+
+def _register_benches() -> None:
+    from harness.bench.optimizers import optimizers_command
+
+    bench.add_command(optimizers_command, "optimizers")
+
+
+def main() -> None:
+    _register_benches()
+    cli(prog_name="harness")
+
+
+if __name__ == "__main__":
+    main()

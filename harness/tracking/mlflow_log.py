@@ -1,0 +1,79 @@
+"""Thin helpers over `MlflowClient` with explicit run ids (no fluent active-run state)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
+MAX_PARAMS_PER_BATCH = 100
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    items = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+             for k, v in flatten(params).items()]
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float],
+                step: int = 0) -> None:
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    for i in range(0, len(items), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=items[i:i + MAX_METRICS_PER_BATCH])
+
+
+class MetricBuffer:
+    """Collects per-step metrics and writes them in batches (one DB round trip per flush)."""
+
+    def __init__(self, client: MlflowClient, run_id: str, flush_every: int = 500):
+        self.client, self.run_id, self.flush_every = client, run_id, flush_every
+        self._items: list[Metric] = []
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self._items.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if len(self._items) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        items, self._items = self._items, []
+        for i in range(0, len(items), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[i:i + MAX_METRICS_PER_BATCH])
+
+
+def log_text(client: MlflowClient, run_id: str, text: str, artifact_file: str) -> None:
+    client.log_text(run_id, text, artifact_file)
+
+
+def log_file(client: MlflowClient, run_id: str, write: callable, filename: str,
+             artifact_path: str | None = None) -> None:
+    """Write an artifact through `write(path)` into a temp dir, then upload it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / filename
+        write(path)
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
+def runs_with_tags(client: MlflowClient, experiment_ids: Iterable[str],
+                   tags: dict[str, str]) -> list:
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return client.search_runs(list(experiment_ids), filter_string=query, max_results=10_000)

@@ -1,0 +1,77 @@
+"""Where things are stored: `HARNESS_HOME` (default ./runs) and the URLs derived from it.
+
+Storage and tracking locations are URLs so the same code serves one laptop (SQLite), several
+workers on one host (an Optuna journal file) and several hosts (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+import optuna
+from mlflow.tracking import MlflowClient
+
+from harness.errors import HarnessError
+
+
+def harness_home() -> Path:
+    return Path(os.environ.get("HARNESS_HOME", "runs")).resolve()
+
+
+def cache_dir() -> Path:
+    return harness_home() / "cache"
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{harness_home() / 'mlflow.db'}"
+
+
+def default_storage_url() -> str:
+    return f"sqlite:///{harness_home() / 'optuna.db'}"
+
+
+def _ensure_parent(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def optuna_storage(url: str | None = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url`: `sqlite:///…`/`postgresql://…` (RDB, with heartbeats so a
+    killed worker's trial is failed instead of left RUNNING), or `journal:///path/file.log`
+    (a journal file, safe for several workers on one host)."""
+    url = url or default_storage_url()
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url[len("journal://"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if "://" not in url:
+        raise HarnessError(f"storage must be a URL (sqlite:///…, postgresql://…, journal:///…): {url}")
+    _ensure_parent(url)
+    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+
+
+def tracking_client(uri: str | None = None) -> MlflowClient:
+    uri = uri or default_tracking_uri()
+    _ensure_parent(uri)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def get_experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created with artifacts under HARNESS_HOME if new."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        location = (harness_home() / "mlartifacts" / name).as_uri()
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # another worker created it between our lookup and create
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id

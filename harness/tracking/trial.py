@@ -1,0 +1,153 @@
+"""One trial end to end — data, model, training, evaluation — recorded as one MLflow run.
+
+The run holds params, per-step curves, clean metrics per split, costs, the resolved config
+(`config.yaml`) and the weights (`model/state_dict.pt`). A run whose training diverged ends
+FAILED with tag `harness.status=diverged` and the reason; an interrupted one ends KILLED.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from mlflow.tracking import MlflowClient
+
+from harness.config import StudyConfig, dump_yaml
+from harness.data import SegDataset, synthetic_split
+from harness.evaluate.segment import evaluate_dataset
+from harness.model import build_model, count_parameters
+from harness.tracking.costs import PeakMemory
+from harness.tracking.mlflow_log import MetricBuffer, log_file, log_metrics, log_params
+from harness.tracking.store import cache_dir
+from harness.train.loop import TrainingDiverged, train
+
+MODEL_ARTIFACT = "model/state_dict.pt"
+
+
+@dataclass
+class TrialSpec:
+    method: str
+    hparams: dict  # optimizer settings: lr, weight_decay, rho, eta, every_k
+    seed: int
+    phase: str  # tune | final | single
+    trial_number: int | None = None
+    tags: dict = field(default_factory=dict)
+
+
+def method_hparams(cfg: StudyConfig, method: str, overrides: dict | None = None) -> dict:
+    """The optimizer settings of `method` from the config, with `overrides` (tuned values)."""
+    m = cfg.methods[method]
+    hp = {"lr": m.lr, "weight_decay": m.weight_decay}
+    if method in ("sam", "asam"):
+        hp["rho"] = m.rho if m.rho is not None else (0.05 if method == "sam" else 0.5)
+        hp["every_k"] = m.every_k
+    if method == "asam":
+        hp["eta"] = m.eta if m.eta is not None else 0.01
+    hp.update(overrides or {})
+    return hp
+
+
+def load_splits(cfg: StudyConfig, splits=("train", "val", "test")) -> dict[str, SegDataset]:
+    d = cfg.data
+    sizes = {"train": d.train_size, "val": d.val_size, "test": d.test_size}
+    return {s: synthetic_split(d.domain, s, sizes[s], d.image_size, d.seed, d.max_objects,
+                               cache_dir()) for s in splits}
+
+
+def _set_threads(cfg: StudyConfig) -> None:
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+
+def run_trial(
+    cfg: StudyConfig,
+    spec: TrialSpec,
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str | None = None,
+    on_run_created: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train and evaluate one configuration; returns the logged summary metrics."""
+    tags = {
+        "harness.study": cfg.name,
+        "harness.preset": cfg.preset or "",
+        "harness.method": spec.method,
+        "harness.phase": spec.phase,
+        "harness.seed": str(spec.seed),
+        "harness.role": "trial",
+        **spec.tags,
+    }
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    number = f"-t{spec.trial_number}" if spec.trial_number is not None else ""
+    tags["mlflow.runName"] = f"{spec.method}-{spec.phase}{number}-seed{spec.seed}"
+    run = client.create_run(experiment_id, tags=tags)
+    run_id = run.info.run_id
+    if on_run_created is not None:
+        on_run_created(run_id)
+    try:
+        metrics = _execute(cfg, spec, client, run_id, progress)
+    except TrainingDiverged as exc:
+        client.set_tag(run_id, "harness.status", "diverged")
+        client.set_tag(run_id, "harness.fail_reason", str(exc))
+        client.set_terminated(run_id, "FAILED")
+        raise
+    except BaseException:
+        client.set_terminated(run_id, "KILLED")
+        raise
+    client.set_tag(run_id, "harness.status", "ok")
+    client.set_terminated(run_id, "FINISHED")
+    return metrics
+
+
+def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: str,
+             progress: bool) -> dict[str, float]:
+    _set_threads(cfg)
+    trial_cfg = {"method": spec.method, "phase": spec.phase, "seed": spec.seed, **spec.hparams}
+    log_params(client, run_id, {
+        **trial_cfg, "model": cfg.model.__dict__, "data": cfg.data.__dict__,
+        "train": cfg.train.__dict__, "study": cfg.name, "preset": cfg.preset or "",
+    })
+    client.log_text(run_id, dump_yaml({"trial": trial_cfg, "study": cfg.to_dict()}),
+                    "config.yaml")
+
+    splits = load_splits(cfg)
+    torch.manual_seed(spec.seed)
+    model = build_model(cfg.model.preset, cfg.model.checkpoint, cfg.model.trainable)
+    log_metrics(client, run_id, {"model/params": count_parameters(model),
+                                 "model/trainable_params": count_parameters(model, True)})
+    curves = MetricBuffer(client, run_id)
+    eval_kw = {"batch_size": cfg.train.eval_batch_size}
+
+    def validate(m):
+        return {"val/miou": evaluate_dataset(m, splits["val"], boundary=False, **eval_kw)["miou"]}
+
+    try:
+        with PeakMemory() as memory:
+            result = train(
+                model, splits["train"], spec.method, spec.hparams,
+                epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, seed=spec.seed,
+                warmup_steps=cfg.train.warmup_steps, box_jitter=cfg.train.box_jitter,
+                grad_clip=cfg.train.grad_clip, log=curves, validate=validate, progress=progress,
+            )
+    finally:
+        curves.flush()  # the curve up to a divergence is the evidence for it
+
+    summary = {
+        "cost/train_seconds": result.seconds,
+        "cost/step_seconds": result.seconds / max(1, result.steps),
+        "cost/peak_memory_mb": memory.peak_mb,
+        "train/final_loss": result.final_loss,
+    }
+    for split in cfg.evaluate.splits:
+        scores = evaluate_dataset(model, splits[split], **eval_kw)
+        seconds = scores.pop("infer_seconds")
+        if split == "test":
+            summary["cost/infer_ms_per_image"] = 1000 * seconds / len(splits[split].images)
+        summary.update({f"{split}/{k}": v for k, v in scores.items()})
+    log_metrics(client, run_id, summary, step=result.steps)
+    log_file(client, run_id, lambda p: torch.save(model.state_dict(), p), "state_dict.pt",
+             "model")
+    return summary

@@ -1,0 +1,121 @@
+"""The training loop: seeded, deterministic on CPU, one code path for AdamW and SAM/ASAM.
+
+The loop knows nothing about MLflow or evaluation: it reports through `log(step, metrics)`
+and asks `validate(model)` for validation metrics at the end of every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from harness.data import SegDataset
+from harness.optim import build_optimizer, needs_closure
+from harness.train.batches import batch_loss, make_batch
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says when."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    final_loss: float
+    val_history: list[dict] = field(default_factory=list)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up from 1/warmup to 1, then cosine decay towards 0."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def train(
+    model: torch.nn.Module,
+    dataset: SegDataset,
+    method: str,
+    hparams: dict,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    warmup_steps: int = 0,
+    box_jitter: float = 0.1,
+    grad_clip: float | None = None,
+    log: Callable[[int, dict], None] | None = None,
+    validate: Callable[[torch.nn.Module], dict] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `model` in place on the instances of `dataset` with optimizer `method`.
+
+    `hparams` are the optimizer's (lr, weight_decay, rho, eta, every_k). Shuffling and box
+    jitter draw from generators seeded by `seed`; the caller seeds the model's initialisation.
+    """
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, method, max_grad_norm=grad_clip, **hparams)
+    steps_per_epoch = math.ceil(len(dataset) / batch_size)
+    total = epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, total))
+    shuffle = torch.Generator().manual_seed(seed)
+    jitter_rng = np.random.default_rng(seed)
+    two_pass = needs_closure(optimizer)
+
+    result = TrainResult(steps=0, seconds=0.0, final_loss=float("nan"))
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc=f"train {method}", disable=not progress, leave=False)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(dataset), generator=shuffle).numpy()
+        for first in range(0, len(order), batch_size):
+            batch = make_batch(dataset, order[first:first + batch_size], jitter_rng,
+                               box_jitter).to(device)
+            loss = batch_loss(model, batch)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at step {result.steps} (epoch {epoch})")
+            loss.backward()
+            if two_pass:
+                optimizer.step(lambda: _backward(model, batch))
+            else:
+                if grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if not all(torch.isfinite(p).all() for p in params[:1] + params[-1:]):
+                raise TrainingDiverged(f"parameters became non-finite at step {result.steps}")
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            result.steps += 1
+            result.final_loss = loss.item()
+            if log is not None:
+                log(result.steps, {"train/loss": result.final_loss, "train/lr": lr})
+            bar.update()
+            bar.set_postfix(loss=f"{result.final_loss:.3f}", epoch=epoch + 1)
+        if validate is not None:
+            metrics = validate(model)
+            model.train()
+            result.val_history.append({"epoch": epoch + 1, "step": result.steps, **metrics})
+            if log is not None:
+                log(result.steps, {**metrics, "train/epoch": epoch + 1})
+    bar.close()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _backward(model: torch.nn.Module, batch) -> torch.Tensor:
+    loss = batch_loss(model, batch)
+    loss.backward()
+    return loss

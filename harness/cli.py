@@ -138,8 +138,43 @@ def train(config_name, preset, method, lr, weight_decay, rho, eta, epochs, seed,
     metrics = run_trial(cfg, TrialSpec(method, hparams, seed, "single"), client, experiment_id,
                         on_run_created=ids.append)
     click.echo(f"run {ids[0]}")
+    _print_metrics(metrics)
+
+
+@cli.command("eval")
+@click.argument("run_id")
+@click.option("--shifts", default="common", show_default=True,
+              help="Comma-separated: common, all, noise, blur, weather, digital, extra, a "
+                   "corruption name, domain, prompt.")
+@click.option("--tracking-uri", help=TRACKING_HELP)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def eval_cmd(run_id, shifts, tracking_uri, quiet):
+    """Evaluate the model logged by RUN_ID under distribution shift; log into that run."""
+    from harness.evaluate.shifts import resolve_shifts
+    from harness.tracking.ondemand import evaluate_run
+
+    resolve_shifts(shifts)  # a bad name fails before any model is loaded
+    metrics = evaluate_run(run_id, shifts=shifts.split(","), tracking_uri=tracking_uri,
+                           progress=not quiet)
+    _print_metrics({k: v for k, v in metrics.items() if k.count("/") <= 2})
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--tracking-uri", help=TRACKING_HELP)
+def probe(run_id, tracking_uri):
+    """Run the sharpness probes on the model logged by RUN_ID; log into that run.
+
+    Which probes and their settings come from the run's study config (`probes:`).
+    """
+    from harness.tracking.ondemand import evaluate_run
+
+    _print_metrics(evaluate_run(run_id, probes=True, tracking_uri=tracking_uri))
+
+
+def _print_metrics(metrics: dict) -> None:
     for key, value in sorted(metrics.items()):
-        click.echo(f"{key:<28} {value:.4f}")
+        click.echo(f"{key:<40} {value:.4f}")
 
 
 @cli.command()
@@ -171,8 +206,10 @@ def bench():
 
 def _register_benches() -> None:
     from harness.bench.optimizers import optimizers_command
+    from harness.bench.probes import probes_command
 
     bench.add_command(optimizers_command, "optimizers")
+    bench.add_command(probes_command, "probes")
 
 
 def main() -> None:

@@ -83,7 +83,37 @@ class TuningConfig:
 @dataclass
 class EvalConfig:
     splits: list[str] = field(default_factory=lambda: ["val", "test"])
-    shifts: list[str] = field(default_factory=list)  # seam for the shift suite
+    # Shift suite on the test split: corruption groups or names (common, all, noise, blur,
+    # weather, digital, extra, gaussian_noise, ...), "domain", "prompt". Empty: clean only.
+    shifts: list[str] = field(default_factory=list)
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    shift_images: int | None = None  # evaluate shifts on the first N test images (None: all)
+    domains: list[str] = field(default_factory=lambda: ["lesions", "shapes-restyled"])
+    box_jitter_levels: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.4])
+    workers: int | None = None  # processes generating corrupted sets (None: all cores)
+    # Shifts and probes describe the models that are compared, i.e. the final phase (and
+    # `harness train`); tuning trials only need their validation mIoU.
+    in_tuning: bool = False
+
+
+@dataclass
+class ProbeConfig:
+    """Sharpness probes run after training on `batches` fixed training batches."""
+    enabled: bool = False
+    batches: int = 2
+    batch_size: int = 8
+    sharpness_rho: float = 0.05  # SAM-style worst-case sharpness radius
+    asam_rho: float = 0.5  # adaptive (ASAM-style) sharpness radius
+    asam_eta: float = 0.01
+    average_sigma: float = 0.01  # Gaussian average sharpness (adaptive: relative to |w|)
+    average_samples: int = 8
+    hessian_k: int = 1
+    hessian_iters: int = 20
+    trace_samples: int = 8
+    landscape_points: int = 11  # 1-D slice points (odd; 0 disables)
+    landscape_span: float = 1.0
+    landscape_2d_points: int = 0  # 2-D slice points per axis (odd; 0 disables)
+    seed: int = 0
 
 
 @dataclass
@@ -97,6 +127,7 @@ class StudyConfig:
     tuning: TuningConfig = field(default_factory=TuningConfig)
     final_seeds: list[int] = field(default_factory=lambda: [1, 2])
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
     presets: dict[str, dict] = field(default_factory=dict)
     preset: str | None = None  # which preset was applied (filled in by load_study)
 
@@ -188,6 +219,9 @@ def _validate(cfg: StudyConfig, source: str) -> None:
         fail("model.preset", f"is {cfg.model.preset!r}; choose one of {', '.join(PRESETS)}")
     if cfg.model.trainable not in TRAINABLE:
         fail("model.trainable", f"must be one of {', '.join(TRAINABLE)}")
+    if cfg.model.trainable != "all" and cfg.model.checkpoint is None:
+        fail("model.trainable", f"is {cfg.model.trainable!r} but model.checkpoint is not set: "
+             "a frozen, randomly initialised encoder would learn nothing")
     if cfg.data.domain not in DOMAINS:
         fail("data.domain", f"is {cfg.data.domain!r}; choose one of {', '.join(DOMAINS)}")
     for key in ("image_size", "train_size", "val_size", "test_size", "max_objects"):
@@ -225,6 +259,34 @@ def _validate(cfg: StudyConfig, source: str) -> None:
     for split in cfg.evaluate.splits:
         if split not in ("train", "val", "test"):
             fail("evaluate.splits", f"has {split!r}; use train, val, test")
+    for sev in cfg.evaluate.severities:
+        if not 1 <= sev <= 5:
+            fail("evaluate.severities", f"has {sev}; severities are 1..5")
+    for domain in cfg.evaluate.domains:
+        if domain not in DOMAINS:
+            fail("evaluate.domains", f"has {domain!r}; choose from {', '.join(DOMAINS)}")
+    if cfg.evaluate.shifts:
+        from harness.evaluate.shifts import resolve_shifts
+
+        try:
+            resolve_shifts(cfg.evaluate.shifts)
+        except HarnessError as exc:
+            fail("evaluate.shifts", str(exc))
+    probes = cfg.probes
+    for key in ("landscape_points", "landscape_2d_points"):
+        n = getattr(probes, key)
+        if n < 0 or n % 2 == 0 and n:
+            fail(f"probes.{key}", "must be odd (the centre is w itself) or 0")
+    for key in ("sharpness_rho", "asam_rho", "asam_eta", "average_sigma", "landscape_span"):
+        if getattr(probes, key) < 0:
+            fail(f"probes.{key}", "must be ≥ 0 (0 disables the probe)")
+    for key in ("average_samples", "trace_samples"):
+        if getattr(probes, key) == 1 or getattr(probes, key) < 0:
+            fail(f"probes.{key}", "must be 0 (off) or ≥ 2 (a standard error needs two samples)")
+    if probes.hessian_k and probes.hessian_iters < probes.hessian_k:
+        fail("probes.hessian_iters", f"must be ≥ probes.hessian_k ({probes.hessian_k})")
+    if probes.batches < 1 or probes.batch_size < 1:
+        fail("probes.batches", "and probes.batch_size must be ≥ 1")
 
 
 # ---------------------------------------------------------------- loading

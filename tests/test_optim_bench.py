@@ -13,12 +13,6 @@ from harness.bench.optimizers import LoopASAM, optimizers_command
 from harness.optim import ASAM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_loop_baseline_is_the_same_asam():

@@ -23,13 +23,6 @@ STEPS = 7
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny float64 ops are dominated by OpenMP hand-offs on a busy machine; one thread is faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- random models ---------------------------------------------------------------------------

@@ -22,12 +22,6 @@ from harness.optim import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def mlp(seed: int = 0, batchnorm: bool = False) -> nn.Module:

@@ -42,16 +42,6 @@ from harness.probes import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models here are tiny: a second intra-op thread only spins, and on a loaded shared
-    machine that spinning made the segmenter test 50 times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --------------------------------------------------------------------------- models and data
 
 

@@ -14,9 +14,11 @@ import numpy as np
 from scipy import ndimage
 
 # Bump when generation changes: cached datasets are keyed by it.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 4
 DOMAINS = ("shapes", "shapes-restyled", "lesions")
-MIN_VISIBLE_FRACTION = 0.004  # instances smaller than this share of the image are dropped
+MIN_COLOUR_GAP = 0.4  # RGB distance between an object's colour and the background's
+MAX_OVERLAP = 0.3  # an object may hide at most this share of the objects drawn before it
+MIN_VISIBLE_FRACTION = 0.02  # instances smaller than this share of the image are dropped
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:
@@ -26,11 +28,12 @@ def _smooth_noise(rng: np.random.Generator, size: int, scale: float) -> np.ndarr
     return (field - lo) / (hi - lo + 1e-12)
 
 
-def _shape_alpha(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
+def _shape_alpha(rng: np.random.Generator, size: int, kind: str,
+                 radius_range: tuple[float, float] = (0.12, 0.28)) -> np.ndarray:
     """A soft (0..1) silhouette of one object, centred somewhere in the image."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     cy, cx = rng.uniform(0.15, 0.85, size=2) * size
-    radius = rng.uniform(0.08, 0.22) * size
+    radius = rng.uniform(*radius_range) * size
     dy, dx = yy - cy, xx - cx
     angle = np.arctan2(dy, dx)
     dist = np.hypot(dy, dx)
@@ -68,24 +71,44 @@ def _texture(rng: np.random.Generator, size: int, colour: np.ndarray, contrast: 
     return np.clip(colour[None, None, :] * pattern[..., None], 0, 1)
 
 
+def _placed_shape(rng: np.random.Generator, size: int, kind: str,
+                  earlier: list[np.ndarray], tries: int = 10) -> np.ndarray | None:
+    """A silhouette that hides at most MAX_OVERLAP of any earlier object (partial occlusion,
+    not slivers), or None when no such placement was found."""
+    for _ in range(tries):
+        alpha = _shape_alpha(rng, size, kind)
+        inside = alpha > 0.5
+        if all((inside & (e > 0.5)).sum() <= MAX_OVERLAP * (e > 0.5).sum() for e in earlier):
+            return alpha
+    return None
+
+
 def _shapes_image(rng: np.random.Generator, size: int, max_objects: int, restyled: bool):
-    contrast, grain = (0.25, 6.0) if restyled else (0.6, 2.0)
+    # The restyled domain: muted colours from a narrow range, weak and coarse texture, objects
+    # barely distinct from the background. The base domain keeps every object's colour at
+    # least MIN_COLOUR_GAP from the background's, so the boundary is visible but textured.
+    contrast, grain, gap = (0.25, 6.0, 0.12) if restyled else (0.5, 2.0, MIN_COLOUR_GAP)
 
-    def palette(n):
-        # The restyled domain draws muted, darker colours from a narrower range.
-        return rng.uniform(0.25, 0.6, size=(n, 3)) if restyled else rng.uniform(0.05, 1.0, (n, 3))
+    def colour(avoid=None):
+        while True:
+            c = rng.uniform(0.25, 0.6, 3) if restyled else rng.uniform(0.05, 1.0, 3)
+            if avoid is None or np.linalg.norm(c - avoid) >= gap:
+                return c
 
-    image = _texture(rng, size, palette(1)[0], contrast, grain * 2)
+    background = colour()
+    image = _texture(rng, size, background, contrast, grain * 2)
     # Clutter: small unlabelled shapes so "anything that is not background" is not the answer.
     for _ in range(int(rng.integers(2, 6))):
-        alpha = _shape_alpha(rng, size, "blob") ** 2 * 0.8
+        alpha = _shape_alpha(rng, size, "blob", (0.04, 0.1)) * 0.8
         alpha = alpha * (ndimage.zoom(rng.uniform(size=(4, 4)), size / 4, order=1)[:size, :size] > 0.5)
-        image = image * (1 - alpha[..., None]) + palette(1)[0] * alpha[..., None]
-    alphas = []
+        image = image * (1 - alpha[..., None]) + colour() * alpha[..., None]
+    alphas: list[np.ndarray] = []
     for _ in range(int(rng.integers(2, max_objects + 1))):
         kind = ("ellipse", "polygon", "blob")[int(rng.integers(3))]
-        alpha = _shape_alpha(rng, size, kind)
-        tex = _texture(rng, size, palette(1)[0], contrast, grain)
+        alpha = _placed_shape(rng, size, kind, alphas)
+        if alpha is None:
+            continue
+        tex = _texture(rng, size, colour(avoid=background), contrast, grain)
         image = image * (1 - alpha[..., None]) + tex * alpha[..., None]
         alphas.append(alpha)
     image = image + rng.normal(0, 0.02, image.shape)

@@ -46,12 +46,17 @@ def _upstream(dim: int, depth: int, heads: int, global_idx: tuple[int, ...]) -> 
 
 
 PRESETS: dict[str, ModelSpec] = {
-    # Tiny presets: 8×8 or 16×16 tokens, a few blocks; sized so a CPU trains them in minutes.
-    "tiny-64": ModelSpec(64, 8, 64, 2, 2, (), 0, 32, 128, 2, iou_head_hidden_dim=32,
+    # Tiny presets: 4×4 to 16×16 tokens, a few blocks; sized so a CPU trains them in minutes.
+    # tiny-32 exists for tests (a training step in milliseconds), not for experiments.
+    "tiny-32": ModelSpec(32, 8, 32, 1, 2, (), 0, 16, 32, 2, decoder_depth=1,
+                         iou_head_hidden_dim=16, mask_in_chans=4),
+    # The prompt/decoder width is generous on purpose: with fewer than ~64 random Fourier
+    # frequencies the decoder cannot place a box precisely and learns far more slowly.
+    "tiny-64": ModelSpec(64, 8, 64, 2, 2, (1,), 0, 128, 256, 4, iou_head_hidden_dim=64,
                          mask_in_chans=4),
-    "tiny-128": ModelSpec(128, 8, 96, 4, 3, (1, 3), 8, 48, 192, 3, iou_head_hidden_dim=48,
+    "tiny-128": ModelSpec(128, 8, 96, 2, 3, (1,), 8, 128, 256, 4, iou_head_hidden_dim=64,
                           mask_in_chans=8),
-    "tiny-256": ModelSpec(256, 16, 128, 6, 4, (2, 5), 8, 64, 256, 4, iou_head_hidden_dim=64,
+    "tiny-256": ModelSpec(256, 16, 128, 4, 4, (1, 3), 8, 128, 512, 4, iou_head_hidden_dim=64,
                           mask_in_chans=8),
     "vit_b": _upstream(768, 12, 12, (2, 5, 8, 11)),
     "vit_l": _upstream(1024, 24, 16, (5, 11, 17, 23)),

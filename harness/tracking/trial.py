@@ -16,10 +16,13 @@ from mlflow.tracking import MlflowClient
 from harness.config import StudyConfig, dump_yaml
 from harness.data import SegDataset, synthetic_split
 from harness.evaluate.segment import evaluate_dataset
+from harness.evaluate.shifts import evaluate_shifts, first_images, shift_metrics
 from harness.model import build_model, count_parameters
+from harness.probes.suite import probe_batches, run_probes
 from harness.tracking.costs import PeakMemory
 from harness.tracking.mlflow_log import MetricBuffer, log_file, log_metrics, log_params
 from harness.tracking.store import cache_dir
+from harness.train.batches import batch_loss
 from harness.train.loop import TrainingDiverged, train
 
 MODEL_ARTIFACT = "model/state_dict.pt"
@@ -147,7 +150,49 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
         if split == "test":
             summary["cost/infer_ms_per_image"] = 1000 * seconds / len(splits[split].images)
         summary.update({f"{split}/{k}": v for k, v in scores.items()})
-    log_metrics(client, run_id, summary, step=result.steps)
+    # val/miou is already on the per-epoch curve at this step (same model, same value)
+    log_metrics(client, run_id, {k: v for k, v in summary.items() if k != "val/miou"},
+                step=result.steps)
     log_file(client, run_id, lambda p: torch.save(model.state_dict(), p), "state_dict.pt",
              "model")
+    if spec.phase != "tune" or cfg.evaluate.in_tuning:
+        extra = evaluate_extras(cfg, model, splits, client, run_id, progress,
+                                test_miou=summary.get("test/miou"))
+        log_metrics(client, run_id, extra, step=result.steps)
+        summary.update(extra)
     return summary
+
+
+def evaluate_extras(cfg: StudyConfig, model: torch.nn.Module, splits: dict[str, SegDataset],
+                    client: MlflowClient, run_id: str, progress: bool,
+                    shifts: list[str] | None = None, probes: bool | None = None,
+                    test_miou: float | None = None) -> dict:
+    """The shift suite and the sharpness probes (as the config asks) and the generalisation
+    gaps they imply; tables and figures become artifacts of `run_id`, metrics are returned."""
+    metrics: dict[str, float] = {}
+    shifts = cfg.evaluate.shifts if shifts is None else shifts
+    if shifts:
+        table = evaluate_shifts(model, cfg, splits["test"], cache_dir(), shifts, progress)
+        log_file(client, run_id, lambda p: table.to_csv(p, index=False), "shifts.csv")
+        metrics.update(shift_metrics(table))
+        clean = table.loc[table["kind"] == "clean", "miou"]
+        if "shift/mean/miou" in metrics and len(clean):
+            metrics["gap/clean_minus_shift_miou"] = float(clean.iloc[0]) - metrics[
+                "shift/mean/miou"]
+    if cfg.probes.enabled if probes is None else probes:
+        batches = probe_batches(splits["train"], cfg.probes)
+        report = run_probes(model, batch_loss, batches, cfg.probes, progress)
+        metrics.update(report.metrics)
+        for name, fig in report.figures.items():
+            log_file(client, run_id, lambda p, f=fig: f.savefig(p, dpi=120), name, "probes")
+        for name, df in report.tables.items():
+            log_file(client, run_id, lambda p, d=df: d.to_csv(p, index=False), name, "probes")
+        train_probe = first_images(splits["train"], len(splits["test"].images))
+        train_miou = evaluate_dataset(model, train_probe, batch_size=cfg.train.eval_batch_size,
+                                      boundary=False)["miou"]
+        metrics["train/miou"] = train_miou
+        if test_miou is None:
+            test_miou = evaluate_dataset(model, splits["test"], boundary=False,
+                                         batch_size=cfg.train.eval_batch_size)["miou"]
+        metrics["gap/train_minus_test_miou"] = train_miou - test_miou
+    return metrics

@@ -58,15 +58,15 @@ def train(
     validate: Callable[[torch.nn.Module], dict] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train `model` in place on the instances of `dataset` with optimizer `method`.
+    """Train `model` in place on `dataset` with optimizer `method`.
 
-    `hparams` are the optimizer's (lr, weight_decay, rho, eta, every_k). Shuffling and box
+    A step takes `batch_size` images with all their instances. `hparams` are the optimizer's (lr, weight_decay, rho, eta, every_k). Shuffling and box
     jitter draw from generators seeded by `seed`; the caller seeds the model's initialisation.
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, method, max_grad_norm=grad_clip, **hparams)
-    steps_per_epoch = math.ceil(len(dataset) / batch_size)
+    steps_per_epoch = math.ceil(len(dataset.images) / batch_size)
     total = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, total))
     shuffle = torch.Generator().manual_seed(seed)
@@ -78,7 +78,7 @@ def train(
     bar = tqdm(total=total, desc=f"train {method}", disable=not progress, leave=False)
     model.train()
     for epoch in range(epochs):
-        order = torch.randperm(len(dataset), generator=shuffle).numpy()
+        order = torch.randperm(len(dataset.images), generator=shuffle).numpy()
         for first in range(0, len(order), batch_size):
             batch = make_batch(dataset, order[first:first + batch_size], jitter_rng,
                                box_jitter).to(device)

@@ -1,0 +1,252 @@
+"""Evaluation under distribution shift: every shifted cell of a test set in one long table.
+
+A *shift spec* (``evaluate.shifts`` in a study) names what to shift:
+
+- corruption names and groups of :data:`harness.data.corruptions.CORRUPTION_GROUPS`
+  (``gaussian_noise``, ``noise``, ``common``, ``all``, ...), each evaluated at every severity
+  of ``evaluate.severities``. ``all`` means the 19 corruptions, nothing else;
+- ``domain``: the same model on the test split of other synthetic domains
+  (``evaluate.domains``, minus the training domain);
+- ``prompt``: the clean images with worse prompts: tight boxes jittered at each level of
+  ``evaluate.box_jitter_levels``, and a single positive point instead of a box.
+
+:func:`evaluate_shifts` returns one row per cell (plus the ``clean`` reference row);
+:func:`shift_metrics` flattens that table into MLflow metric names.
+
+Every cell is scored on the same images as the clean row: the first ``evaluate.shift_images``
+test images (all when None), so a drop from the clean row is the shift's doing and not a
+different sample. Corrupted sets are generated once, in parallel, and cached on disk
+(see :mod:`harness.data.corruptions`); a second evaluation only reads them back.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from harness.config import StudyConfig
+from harness.data import SegDataset, synthetic_split
+from harness.data.corruptions import (
+    CORRUPTION_GROUPS,
+    build_corruption_cache,
+    corruption_cells,
+    resolve_corruptions,
+)
+from harness.errors import HarnessError
+from harness.evaluate.metrics import CLEAN, METRICS, aggregate_shift_table
+from harness.evaluate.segment import evaluate_dataset
+
+SHIFT_GROUPS = ("domain", "prompt")
+"""Shift spec names accepted besides corruption groups and names. Never implied by ``all``."""
+
+KINDS = (CLEAN, "corruption", "domain", "prompt")
+"""Values of the table's ``kind`` column."""
+
+COLUMNS = ("shift", "kind", "severity", "level", *METRICS, "n_masks")
+"""Columns of the table :func:`evaluate_shifts` returns, in order."""
+
+CELL_METRICS = ("miou", "biou")
+"""Metrics :func:`shift_metrics` reports per cell; means over cells cover all of METRICS."""
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+def resolve_shifts(spec: list[str] | str) -> dict:
+    """Validate a shift spec and expand it: ``{"corruptions": [...], "domain": bool,
+    "prompt": bool}``.
+
+    ``spec`` is a list of names or a comma-separated string. Corruption groups expand in
+    ImageNet-C order without duplicates; an empty spec means clean only. An unknown name
+    raises :class:`HarnessError` naming it (config validation prefixes the message with
+    ``key 'evaluate.shifts'``).
+    """
+    tokens = spec.split(",") if isinstance(spec, str) else list(spec)
+    tokens = [token.strip() for token in tokens if token.strip()]
+    known_corruptions = set(CORRUPTION_GROUPS) | set(CORRUPTION_GROUPS["all"])
+    for token in tokens:
+        if token not in known_corruptions and token not in SHIFT_GROUPS:
+            raise HarnessError(
+                f"has unknown shift {token!r}; use a corruption "
+                f"({', '.join(CORRUPTION_GROUPS['all'])}), a corruption group "
+                f"({', '.join(CORRUPTION_GROUPS)}), or {' / '.join(SHIFT_GROUPS)}"
+            )
+    corruption_tokens = [token for token in tokens if token not in SHIFT_GROUPS]
+    return {
+        # resolve_corruptions refuses an empty spec; here "no corruptions" is legitimate
+        "corruptions": resolve_corruptions(corruption_tokens) if corruption_tokens else [],
+        **{group: group in tokens for group in SHIFT_GROUPS},
+    }
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def first_images(dataset: SegDataset, n: int | None) -> SegDataset:
+    """The first ``n`` images of ``dataset`` with their masks (the dataset itself if ≤ n)."""
+    if n is None or n >= len(dataset.images):
+        return dataset
+    keep = dataset.owner < n  # owner is sorted, but a mask keeps its image whatever the order
+    return SegDataset(dataset.images[:n], dataset.masks[keep], dataset.owner[keep],
+                      f"{dataset.name}-first{n}")
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One row to compute: which data (built when evaluated) and which prompts."""
+    shift: str
+    kind: str
+    severity: int
+    data: Callable[[], SegDataset]
+    prompt: str = "box"
+    box_jitter: float = 0.0
+    level: float = math.nan
+
+
+def _constant(dataset: SegDataset) -> SegDataset:
+    return dataset
+
+
+def _corrupted(clean: SegDataset, images: np.ndarray, name: str) -> SegDataset:
+    # The cache hands out read-only memory maps; torch refuses to wrap non-writable arrays
+    # without a warning, and one cell's copy in memory at a time is cheap.
+    return clean.with_images(np.array(images), name)
+
+
+def _domain_test(cfg: StudyConfig, domain: str, cache_dir: Path) -> SegDataset:
+    """Another domain's test split, made like the study's own and cut like the clean row."""
+    d = cfg.data
+    split = synthetic_split(domain, "test", d.test_size, d.image_size, d.seed, d.max_objects,
+                            cache_dir)
+    return first_images(split, cfg.evaluate.shift_images)
+
+
+def _plan(cfg: StudyConfig, clean: SegDataset, plan: dict, cache_dir: Path,
+          progress: bool) -> list[_Cell]:
+    """Every cell of the plan, clean first; generates the missing corrupted sets up front."""
+    ev = cfg.evaluate
+    cells = [_Cell(CLEAN, CLEAN, 0, partial(_constant, clean))]
+    grid = corruption_cells(plan["corruptions"], ev.severities) if plan["corruptions"] else []
+    if grid:
+        # one call for all missing cells: the worker pool is started once and kept busy
+        corrupted = build_corruption_cache(
+            clean.images, fingerprint=clean.fingerprint, cells=grid, cache_dir=cache_dir,
+            seed=cfg.data.seed, workers=ev.workers, progress=progress,
+        )
+        cells += [
+            _Cell(name, "corruption", severity,
+                  partial(_corrupted, clean, corrupted[name, severity],
+                          f"{clean.name}-{name}-s{severity}"))
+            for name, severity in grid
+        ]
+    if plan["domain"]:
+        cells += [_Cell(f"domain:{domain}", "domain", 0, partial(_domain_test, cfg, domain,
+                                                                 cache_dir))
+                  for domain in dict.fromkeys(ev.domains) if domain != cfg.data.domain]
+    if plan["prompt"]:
+        cells += [_Cell("prompt:box_jitter", "prompt", index, partial(_constant, clean),
+                        box_jitter=level, level=float(level))
+                  for index, level in enumerate(ev.box_jitter_levels, start=1)]
+        cells.append(_Cell("prompt:point", "prompt", 0, partial(_constant, clean),
+                           prompt="point"))
+    return cells
+
+
+def evaluate_shifts(model: torch.nn.Module, cfg: StudyConfig, test: SegDataset,
+                    cache_dir: Path, shifts: list[str] | None = None,
+                    progress: bool = True) -> pd.DataFrame:
+    """Evaluate ``model`` on ``test`` clean and under every shift of ``shifts``.
+
+    ``shifts`` defaults to ``cfg.evaluate.shifts`` (see :func:`resolve_shifts`). Returns one
+    row per cell with the columns of :data:`COLUMNS`:
+
+    ========== ===============================================================================
+    shift      ``clean``, a corruption name, ``domain:<name>``, ``prompt:box_jitter`` or
+               ``prompt:point``
+    kind       ``clean`` | ``corruption`` | ``domain`` | ``prompt``
+    severity   0 for clean, domain and point rows; 1..5 for corruptions; the 1-based level
+               index for box jitter
+    level      the box jitter level (a fraction of the box side); NaN on other rows
+    miou ...   mean IoU, Dice and Boundary IoU over the cell's masks
+    n_masks    how many masks the cell scored
+    ========== ===============================================================================
+
+    Prompts are tight boxes except on the prompt rows. Every box-jitter level draws the same
+    noise (seeded with ``cfg.data.seed``) scaled by its level, so levels differ by the noise
+    size alone. Same model, config and data → the same table, bit for bit.
+    """
+    from tqdm.auto import tqdm
+
+    plan = resolve_shifts(cfg.evaluate.shifts if shifts is None else shifts)
+    clean = first_images(test, cfg.evaluate.shift_images)
+    rows = []
+    for cell in tqdm(_plan(cfg, clean, plan, Path(cache_dir), progress), desc="shifts",
+                     unit="cell", disable=not progress):
+        data = cell.data()
+        scores = evaluate_dataset(model, data, cell.prompt, cell.box_jitter, seed=cfg.data.seed,
+                                  batch_size=cfg.train.eval_batch_size)
+        rows.append({"shift": cell.shift, "kind": cell.kind, "severity": cell.severity,
+                     "level": cell.level, **{m: scores[m] for m in METRICS},
+                     "n_masks": len(data)})
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+# --------------------------------------------------------------------------- metric names
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def _metric_path(shift: str) -> str:
+    """A shift name as MLflow metric path segments: ``domain:lesions`` → ``domain/lesions``."""
+    return _UNSAFE.sub("_", shift.replace(":", "/"))
+
+
+def shift_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """Flatten an :func:`evaluate_shifts` table into MLflow metrics (a pure function).
+
+    - ``shift/clean/<m>`` and the corruption summaries of
+      :func:`~harness.evaluate.metrics.aggregate_shift_table`: ``shift/mean/<m>``,
+      ``shift/relative/<m>``, ``shift/relative`` (mean corrupted mIoU / clean mIoU),
+      ``shift/<corruption>/<m>`` (mean over severities), ``shift/s<k>/<m>`` (mean over
+      corruptions), for every metric column present;
+    - per cell, for ``m`` in :data:`CELL_METRICS`: ``shift/<corruption>/s<k>/<m>``,
+      ``shift/domain/<name>/<m>``, ``shift/prompt/box_jitter/l<k>/<m>`` (k = level index),
+      ``shift/prompt/point/<m>``;
+    - ``shift/domain/<name>/relative``: the domain's mIoU / clean mIoU (NaN if clean is 0).
+
+    Rows repeating a cell are averaged first, as the aggregate does.
+    """
+    metrics = [m for m in METRICS if m in table.columns]
+    cells = table.groupby(["kind", "shift", "severity"], as_index=False, sort=False)[
+        metrics].mean()
+
+    summary = aggregate_shift_table(cells[cells["kind"].isin([CLEAN, "corruption"])])
+    # "clean/miou" alone would read as the study's test score; it is the shift subset's
+    out = {(f"shift/{key}" if key.startswith(f"{CLEAN}/") else key): value
+           for key, value in summary.items()}
+    clean_miou = summary.get(f"{CLEAN}/miou")
+
+    for cell in cells[cells["kind"] != CLEAN].itertuples(index=False):
+        prefix = f"shift/{_metric_path(cell.shift)}"
+        if cell.severity:  # corruption severity or box-jitter level index
+            prefix += f"/{'s' if cell.kind == 'corruption' else 'l'}{int(cell.severity)}"
+        for m in CELL_METRICS:
+            if m in metrics:
+                out[f"{prefix}/{m}"] = float(getattr(cell, m))
+        if cell.kind == "domain" and clean_miou is not None and "miou" in metrics:
+            out[f"{prefix}/relative"] = cell.miou / clean_miou if clean_miou else math.nan
+    return out
+
+
+__all__ = [
+    "CELL_METRICS", "COLUMNS", "KINDS", "SHIFT_GROUPS", "evaluate_shifts", "first_images",
+    "resolve_shifts", "shift_metrics",
+]

@@ -1,0 +1,42 @@
+"""Evaluate or probe a model that a finished run logged, and record the results in that run."""
+
+from __future__ import annotations
+
+import yaml
+from mlflow.exceptions import MlflowException
+
+from harness.config import study_from_dict
+from harness.errors import HarnessError
+from harness.model import build_model
+from harness.tracking.mlflow_log import log_metrics
+from harness.tracking.store import tracking_client
+from harness.tracking.trial import MODEL_ARTIFACT, evaluate_extras, load_splits
+
+
+def load_logged_model(run_id: str, tracking_uri: str | None = None):
+    """(client, study config, model) of a trial run, from its config.yaml and weights."""
+    client = tracking_client(tracking_uri)
+    try:
+        client.get_run(run_id)
+        config_path = client.download_artifacts(run_id, "config.yaml")
+        weights = client.download_artifacts(run_id, MODEL_ARTIFACT)
+    except (MlflowException, OSError) as exc:
+        raise HarnessError(f"run {run_id}: no logged model to load "
+                           f"({str(exc).splitlines()[0]})") from None
+    with open(config_path) as f:
+        logged = yaml.safe_load(f)
+    cfg = study_from_dict(logged["study"], source=f"run {run_id} config.yaml")
+    model = build_model(cfg.model.preset, weights, cfg.model.trainable)
+    return client, cfg, model
+
+
+def evaluate_run(run_id: str, shifts: list[str] | None = None, probes: bool = False,
+                 tracking_uri: str | None = None, progress: bool = True) -> dict[str, float]:
+    """Run the shift suite (`shifts`) and/or the probes on a logged model; log into the run."""
+    client, cfg, model = load_logged_model(run_id, tracking_uri)
+    splits = load_splits(cfg, ("train", "test"))
+    metrics = evaluate_extras(cfg, model, splits, client, run_id, progress, shifts=shifts or [],
+                              probes=probes)
+    history = client.get_metric_history(run_id, "train/loss")
+    log_metrics(client, run_id, metrics, step=max((m.step for m in history), default=0))
+    return metrics

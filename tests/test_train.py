@@ -1,0 +1,92 @@
+"""Training: the SAM-paper loss by hand, determinism on CPU, divergence stops with a reason."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from harness.data import synthetic_split
+from harness.model import build_model
+from harness.train.batches import batch_loss, fixed_batches
+from harness.train.losses import dice_loss, focal_loss, hard_iou, segmentation_loss
+from harness.train.loop import TrainingDiverged, train, warmup_cosine
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return synthetic_split("shapes", "train", 6, 32, 0, 3, tmp_path_factory.mktemp("cache"))
+
+
+def test_losses_match_hand_computation():
+    logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]]])
+    target = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    p = torch.sigmoid(logits).flatten().tolist()
+    t = [1, 0, 0, 0]
+    focal = sum(-((1 - pi) ** 2) * math.log(pi) if ti else -(pi ** 2) * math.log(1 - pi)
+                for pi, ti in zip(p, t)) / 4
+    assert focal_loss(logits, target).item() == pytest.approx(focal, rel=1e-6)
+    dice = 1 - (2 * p[0] + 1) / (sum(p) + 1 + 1)
+    assert dice_loss(logits, target).item() == pytest.approx(dice, rel=1e-6)
+    # thresholded prediction {(0,0), (1,0)} vs target {(0,0)}: IoU 1/2
+    assert hard_iou(logits, target).item() == pytest.approx(0.5)
+    iou_pred = torch.tensor([[0.7]])
+    total = segmentation_loss(logits, iou_pred, target.bool()).item()
+    assert total == pytest.approx(20 * focal + dice + (0.7 - 0.5) ** 2, rel=1e-6)
+
+
+def test_warmup_cosine_schedule():
+    f = warmup_cosine(4, 14)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(9) == pytest.approx(0.5) and f(14) == pytest.approx(0.0)
+
+
+def _train(dataset, method="adamw", seed=0, **hp):
+    torch.manual_seed(seed)
+    model = build_model("tiny-32")
+    losses = []
+    hparams = {"lr": 1e-3, "weight_decay": 0.01, **hp}
+    train(model, dataset, method, hparams, epochs=2, batch_size=4, seed=seed, warmup_steps=1,
+          grad_clip=1.0, log=lambda step, m: losses.append(m["train/loss"]), progress=False)
+    return model, losses
+
+
+@pytest.mark.parametrize("method, hp", [("adamw", {}), ("asam", {"rho": 0.5, "eta": 0.01}),
+                                        ("sam", {"rho": 0.05})])
+def test_training_is_deterministic(dataset, method, hp):
+    a, losses_a = _train(dataset, method, **hp)
+    b, losses_b = _train(dataset, method, **hp)
+    assert losses_a == losses_b and len(losses_a) == 2 * math.ceil(len(dataset.images) / 4)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    _, losses_c = _train(dataset, method, seed=1, **hp)
+    assert losses_c != losses_a
+
+
+def test_training_reduces_loss_on_fixed_batches(dataset):
+    torch.manual_seed(0)
+    model = build_model("tiny-32")
+    batches = fixed_batches(dataset, 1, 8, seed=0)
+    before = batch_loss(model, batches[0]).item()
+    train(model, dataset, "adamw", {"lr": 3e-3, "weight_decay": 0.0}, epochs=25, batch_size=2,
+          seed=0, box_jitter=0.0, progress=False)
+    assert batch_loss(model, batches[0]).item() < 0.6 * before
+
+
+def test_divergence_raises_with_step(dataset):
+    torch.manual_seed(0)
+    model = build_model("tiny-32")
+    with pytest.raises(TrainingDiverged, match=r"(loss became (nan|inf)|non-finite) .*step \d+"):
+        train(model, dataset, "adamw", {"lr": 1e30, "weight_decay": 0.0}, epochs=3,
+              batch_size=4, seed=0, grad_clip=None, progress=False)
+
+
+def test_fixed_batches_are_disjoint_and_seeded(dataset):
+    a = fixed_batches(dataset, 2, 3, seed=4)
+    b = fixed_batches(dataset, 2, 3, seed=4)
+    assert len(a) == 2 and all(torch.equal(x.targets, y.targets) for x, y in zip(a, b))
+    flat = np.concatenate([x.boxes.numpy() for x in a])
+    assert len(np.unique(flat, axis=0)) == len(flat)  # no instance twice
+    assert sum(len(x.boxes) for x in a) == (dataset.owner < 6).sum()  # 2×3 = all 6 images
+    for batch in a:  # every prompt's target belongs to its own image
+        assert batch.image_index.max() < len(batch.images)

@@ -259,6 +259,8 @@ def _validate(cfg: StudyConfig, source: str) -> None:
     for split in cfg.evaluate.splits:
         if split not in ("train", "val", "test"):
             fail("evaluate.splits", f"has {split!r}; use train, val, test")
+    if "val" not in cfg.evaluate.splits:
+        fail("evaluate.splits", "must include val: it is the tuning objective")
     for sev in cfg.evaluate.severities:
         if not 1 <= sev <= 5:
             fail("evaluate.severities", f"has {sev}; severities are 1..5")

@@ -12,7 +12,7 @@ TINY_STUDY = {
     "model": {"preset": "tiny-32"},
     "data": {"domain": "shapes", "image_size": 32, "train_size": 8, "val_size": 4,
              "test_size": 4, "max_objects": 3, "seed": 0},
-    "train": {"epochs": 1, "batch_size": 8, "warmup_steps": 1, "eval_batch_size": 8},
+    "train": {"epochs": 1, "batch_size": 4, "warmup_steps": 1, "eval_batch_size": 8},
     "methods": {
         "adamw": {"lr": 1.0e-3, "search": {"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}}},
         "asam": {"lr": 1.0e-3, "rho": 0.5, "eta": 0.01,

@@ -7,6 +7,7 @@ workers on one host (an Optuna journal file) and several hosts (PostgreSQL).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -51,7 +52,10 @@ def optuna_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     if "://" not in url:
         raise HarnessError(f"storage must be a URL (sqlite:///…, postgresql://…, journal:///…): {url}")
     _ensure_parent(url)
-    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+    with warnings.catch_warnings():
+        # heartbeats are "experimental" in Optuna 5 but are the documented zombie-trial fix
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
 
 
 def tracking_client(uri: str | None = None) -> MlflowClient:

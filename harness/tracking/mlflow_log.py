@@ -60,10 +60,6 @@ class MetricBuffer:
             self.client.log_batch(self.run_id, metrics=items[i:i + MAX_METRICS_PER_BATCH])
 
 
-def log_text(client: MlflowClient, run_id: str, text: str, artifact_file: str) -> None:
-    client.log_text(run_id, text, artifact_file)
-
-
 def log_file(client: MlflowClient, run_id: str, write: callable, filename: str,
              artifact_path: str | None = None) -> None:
     """Write an artifact through `write(path)` into a temp dir, then upload it."""

@@ -146,16 +146,24 @@ def train(config_name, preset, method, lr, weight_decay, rho, eta, epochs, seed,
 @click.option("--shifts", default="common", show_default=True,
               help="Comma-separated: common, all, noise, blur, weather, digital, extra, a "
                    "corruption name, domain, prompt.")
+@click.option("--recompute", is_flag=True,
+              help="Predict every cell again instead of reading back the cell scores these "
+                   "weights already have in the cache.")
 @click.option("--tracking-uri", help=TRACKING_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def eval_cmd(run_id, shifts, tracking_uri, quiet):
-    """Evaluate the model logged by RUN_ID under distribution shift; log into that run."""
+def eval_cmd(run_id, shifts, recompute, tracking_uri, quiet):
+    """Evaluate the model logged by RUN_ID under distribution shift; log into that run.
+
+    Cells these exact weights were already scored on (e.g. by the trial itself) are read
+    back from HARNESS_HOME/cache/scores, so extending `common` to `all` only computes the
+    new cells.
+    """
     from harness.evaluate.shifts import resolve_shifts
     from harness.tracking.ondemand import evaluate_run
 
     resolve_shifts(shifts)  # a bad name fails before any model is loaded
     metrics = evaluate_run(run_id, shifts=shifts.split(","), tracking_uri=tracking_uri,
-                           progress=not quiet)
+                           progress=not quiet, reuse_scores=not recompute)
     _print_metrics({k: v for k, v in metrics.items() if k.count("/") <= 2})
 
 
@@ -199,6 +207,52 @@ def ui(tracking_uri, port, host, dry_run):
     subprocess.run(command, check=False)
 
 
+def _comma_list(ctx, param, values):
+    """Repeatable option that also takes comma-separated values: `--methods adamw,asam`."""
+    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return items or None
+
+
+@cli.command()
+@click.argument("study")
+@click.option("--preset", help="Which recorded preset of STUDY (needed when several were run).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output folder. Default: reports/<study key>, e.g. reports/asam-vs-adamw@cpu.")
+@click.option("--format", "formats", multiple=True, callback=_comma_list,
+              help="Outputs to write, comma-separated or repeated: pdf, png, csv, md, tex. "
+                   "Default: all.")
+@click.option("--methods", multiple=True, callback=_comma_list,
+              help="Show only these methods, e.g. adamw,asam (AdamW stays the reference for "
+                   "ratios and Δ).")
+@click.option("--shifts", multiple=True, callback=_comma_list,
+              help="Show only these shifts: corruption names or groups (noise, blur, weather, "
+                   "digital, extra, common, all), domain, prompt.")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--tracking-uri", help=TRACKING_HELP)
+def report(study, preset, out, formats, methods, shifts, storage, tracking_uri):
+    """Build the report of recorded study STUDY from MLflow and Optuna; never retrains.
+
+    STUDY is the study's name (its MLflow experiment), or its YAML file. The folder gets
+    report.pdf (summary table, robustness under shift, sharpness vs generalisation,
+    training curves, tuning, cost vs claims, provenance), tables/*.csv|md|tex and
+    figures/*.png.
+
+    \b
+    Example:  harness report asam-vs-adamw --preset cpu
+              harness report asam-vs-adamw --preset cpu --format pdf --methods adamw,asam
+    """
+    from pathlib import Path
+
+    from harness.report import build_report
+
+    if Path(study).suffix in (".yaml", ".yml"):
+        from harness.config import load_study
+
+        study = load_study(study).name
+    folder = build_report(study, preset, out, formats, methods, shifts, tracking_uri, storage)
+    click.echo(f"report written to {folder}")
+
+
 @cli.group()
 def bench():
     """Measured ratios, side by side in one process (never absolute times alone)."""
@@ -207,9 +261,11 @@ def bench():
 def _register_benches() -> None:
     from harness.bench.optimizers import optimizers_command
     from harness.bench.probes import probes_command
+    from harness.bench.shifts import shifts_command
 
     bench.add_command(optimizers_command, "optimizers")
     bench.add_command(probes_command, "probes")
+    bench.add_command(shifts_command, "shifts")
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import yaml
 from harness.errors import HarnessError
 
 METHODS = ("adamw", "sam", "asam")
+SAMPLERS = ("tpe", "grid")
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 
 
@@ -50,6 +51,10 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     eval_batch_size: int = 64
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    # Stop a run as collapsed when an epoch (from the 2nd) ends with a mean loss not at least
+    # this fraction below the first steps' loss; None: only NaN/inf losses stop a run.
+    min_loss_drop: float | None = None
 
 
 @dataclass
@@ -72,6 +77,9 @@ class MethodConfig:
 
 @dataclass
 class TuningConfig:
+    # tpe: Optuna's TPE over low/high ranges; grid: every combination of the search choices
+    # once (trials_per_method must equal the grid size), e.g. a rho sweep.
+    sampler: str = "tpe"
     trials_per_method: int = 2
     seed: int = 0  # the training seed of every tuning trial (kept out of the search space)
     sampler_seed: int = 0
@@ -94,6 +102,14 @@ class EvalConfig:
     # Shifts and probes describe the models that are compared, i.e. the final phase (and
     # `harness train`); tuning trials only need their validation mIoU.
     in_tuning: bool = False
+
+
+@dataclass
+class EnsembleConfig:
+    """An ensemble of final-phase runs (SAM-E): no training of its own."""
+    members: str = "adamw"  # the method whose final runs are the members
+    size: int | None = None  # K: the members of the first K final seeds (None: every seed)
+    aggregation: str = "mean-logit"  # mean-logit | mean-prob | vote
 
 
 @dataclass
@@ -124,6 +140,7 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     methods: dict[str, MethodConfig] = field(default_factory=dict)
+    ensembles: dict[str, EnsembleConfig] = field(default_factory=dict)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     final_seeds: list[int] = field(default_factory=lambda: [1, 2])
     evaluate: EvalConfig = field(default_factory=EvalConfig)
@@ -254,8 +271,14 @@ def _validate(cfg: StudyConfig, source: str) -> None:
                 fail(key, "has log: true and needs low > 0")
     if cfg.tuning.trials_per_method < 1:
         fail("tuning.trials_per_method", "must be ≥ 1")
+    if cfg.train.min_loss_drop is not None and not 0 < cfg.train.min_loss_drop < 1:
+        fail("train.min_loss_drop", "must be a fraction between 0 and 1 (or null)")
+    if cfg.train.device != "auto" and cfg.train.device.split(":")[0] not in ("cpu", "cuda"):
+        fail("train.device", f"is {cfg.train.device!r}; use auto, cpu, cuda or cuda:N")
+    _validate_sampler(cfg, fail)
     if not cfg.final_seeds or len(set(cfg.final_seeds)) != len(cfg.final_seeds):
         fail("final_seeds", "must be a non-empty list of distinct seeds")
+    _validate_ensembles(cfg, fail)
     for split in cfg.evaluate.splits:
         if split not in ("train", "val", "test"):
             fail("evaluate.splits", f"has {split!r}; use train, val, test")
@@ -289,6 +312,42 @@ def _validate(cfg: StudyConfig, source: str) -> None:
         fail("probes.hessian_iters", f"must be ≥ probes.hessian_k ({probes.hessian_k})")
     if probes.batches < 1 or probes.batch_size < 1:
         fail("probes.batches", "and probes.batch_size must be ≥ 1")
+
+
+def _validate_sampler(cfg: StudyConfig, fail) -> None:
+    if cfg.tuning.sampler not in SAMPLERS:
+        fail("tuning.sampler", f"is {cfg.tuning.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if cfg.tuning.sampler != "grid":
+        return
+    for name, method in cfg.methods.items():
+        size = 1
+        for pname, space in method.search.items():
+            if space.choices is None:
+                fail(f"methods.{name}.search.{pname}", "needs choices: tuning.sampler is grid")
+            size *= len(space.choices)
+        if size != cfg.tuning.trials_per_method:
+            fail("tuning.trials_per_method", f"is {cfg.tuning.trials_per_method} but the grid "
+                 f"of methods.{name}.search has {size} points: a grid runs each point once")
+
+
+def _validate_ensembles(cfg: StudyConfig, fail) -> None:
+    from harness.evaluate.ensemble import AGGREGATIONS
+
+    for name, ens in cfg.ensembles.items():
+        key = f"ensembles.{name}"
+        if name in METHODS or name in cfg.methods:
+            fail(key, "reuses an optimizer method's name; call it e.g. sam-e or asam-e")
+        if ens.members not in cfg.methods:
+            fail(f"{key}.members", f"is {ens.members!r}, not one of this study's methods "
+                 f"({', '.join(cfg.methods)})")
+        if ens.aggregation not in AGGREGATIONS:
+            fail(f"{key}.aggregation", f"is {ens.aggregation!r}; choose one of "
+                 f"{', '.join(AGGREGATIONS)}")
+        if ens.size is not None and not 2 <= ens.size <= len(cfg.final_seeds):
+            fail(f"{key}.size", f"is {ens.size}; an ensemble needs 2 to "
+                 f"{len(cfg.final_seeds)} members (one per final seed)")
+        if ens.size is None and len(cfg.final_seeds) < 2:
+            fail(key, "needs at least 2 final_seeds: its members are the final runs")
 
 
 # ---------------------------------------------------------------- loading

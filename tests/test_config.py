@@ -24,6 +24,26 @@ def test_shipped_study_loads_with_every_preset():
     assert smoke.data.domain == "shapes"
 
 
+@pytest.mark.parametrize("study", ["asam-vs-adamw", "optimizers-under-shift", "rho-sweep"])
+def test_every_shipped_study_loads_with_each_of_its_presets(study):
+    from harness.config import resolve_study_path
+
+    presets = yaml.safe_load(resolve_study_path(study).read_text())["presets"]
+    assert "smoke" in presets and "cpu" in presets
+    for preset in (None, *presets):
+        assert load_study(study, preset).preset == preset
+
+
+def test_four_way_study_is_what_the_issue_asks_for():
+    cfg = load_study("optimizers-under-shift")
+    assert set(cfg.methods) == {"adamw", "sam", "asam"}
+    assert cfg.ensembles["sam-e"].members == "adamw" and len(cfg.final_seeds) >= 5
+    assert {"common", "domain", "prompt"} <= set(cfg.evaluate.shifts)
+    assert cfg.evaluate.severities == [1, 2, 3, 4, 5] and cfg.probes.enabled
+    sweep = load_study("rho-sweep")
+    assert sweep.tuning.sampler == "grid" and sweep.train.min_loss_drop
+
+
 def test_preset_deep_merges(tiny_study_dict):
     cfg = study_from_dict(tiny_study_dict, "smaller")
     assert cfg.final_seeds == [1] and cfg.data.train_size == 8

@@ -90,3 +90,18 @@ def test_fixed_batches_are_disjoint_and_seeded(dataset):
     assert sum(len(x.boxes) for x in a) == (dataset.owner < 6).sum()  # 2×3 = all 6 images
     for batch in a:  # every prompt's target belongs to its own image
         assert batch.image_index.max() < len(batch.images)
+
+
+def test_collapse_check_stops_a_run_that_does_not_learn(dataset):
+    # lr 0: the loss cannot drop, so a 10 % drop requirement stops the run after epoch 2
+    torch.manual_seed(0)
+    with pytest.raises(TrainingDiverged, match=r"collapsed: mean loss of epoch 2 .*step 6"):
+        train(build_model("tiny-32"), dataset, "sam", {"lr": 0.0, "weight_decay": 0.0,
+                                                        "rho": 0.05}, epochs=3, batch_size=2,
+              seed=0, progress=False, min_loss_drop=0.1)
+    # the same run without the check finishes; a learning run (2.7 % lower by epoch 2) passes
+    train(build_model("tiny-32"), dataset, "sam", {"lr": 0.0, "weight_decay": 0.0, "rho": 0.05},
+          epochs=2, batch_size=2, seed=0, progress=False)
+    torch.manual_seed(0)
+    train(build_model("tiny-32"), dataset, "adamw", {"lr": 3e-3, "weight_decay": 0.0},
+          epochs=3, batch_size=2, seed=0, box_jitter=0.0, progress=False, min_loss_drop=0.01)

@@ -28,6 +28,21 @@ def dataset_prompts(dataset: SegDataset, prompt: str = "box", box_jitter: float 
                         image_size=dataset.image_size)
 
 
+def chunk_logits(model: torch.nn.Module, images: torch.Tensor, prompts: dict,
+                 image_index: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """Mask logits (k, H, W) for one chunk of images and the prompts on them.
+
+    ``prompts`` holds ``boxes`` (k, 4) or ``points`` ((k, 1, 2), (k, 1) labels); a model with
+    its own ``chunk_logits`` (an ensemble) answers for itself.
+    """
+    if hasattr(model, "chunk_logits"):
+        return model.chunk_logits(images, prompts, image_index, image_size)
+    embeddings = encode_images(model, images)
+    logits, _ = predict_from_embeddings(model, embeddings, image_size, image_index=image_index,
+                                        **prompts)
+    return logits[:, 0].float()
+
+
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, dataset: SegDataset, prompt: str = "box",
                     box_jitter: float = 0.0, seed: int = 0, batch_size: int = 32,
@@ -42,7 +57,6 @@ def predict_dataset(model: torch.nn.Module, dataset: SegDataset, prompt: str = "
         for start in range(0, len(dataset.images), batch_size):
             stop = min(start + batch_size, len(dataset.images))
             images = torch.from_numpy(dataset.images[start:stop]).permute(0, 3, 1, 2).float()
-            embeddings = encode_images(model, images.to(device))
             sel = np.flatnonzero((dataset.owner >= start) & (dataset.owner < stop))
             index = torch.from_numpy(dataset.owner[sel] - start).to(device)
             p = prompts[sel].to(device)
@@ -50,9 +64,8 @@ def predict_dataset(model: torch.nn.Module, dataset: SegDataset, prompt: str = "
                 kwargs = {"points": (p[:, None], torch.ones(len(sel), 1, device=device))}
             else:
                 kwargs = {"boxes": p}
-            logits, _ = predict_from_embeddings(model, embeddings, dataset.image_size,
-                                                image_index=index, **kwargs)
-            logits = logits[:, 0].float().cpu()
+            logits = chunk_logits(model, images.to(device), kwargs, index,
+                                  dataset.image_size).cpu()
             out.append(logits if return_logits else logits > 0)
     finally:
         model.train(was_training)
@@ -71,6 +84,16 @@ def score_masks(pred: np.ndarray | torch.Tensor, dataset: SegDataset,
     return scores
 
 
+SCORE_NAMES = {"iou": "miou", "dice": "mdice", "biou": "biou"}
+"""Per-mask score → the name of its mean over a dataset."""
+
+
+def mean_scores(scores: dict[str, np.ndarray]) -> dict[str, float]:
+    """{miou, mdice, biou}: the means of :func:`score_masks` output."""
+    return {SCORE_NAMES[k]: float(v.mean()) if len(v) else float("nan")
+            for k, v in scores.items()}
+
+
 def evaluate_dataset(model: torch.nn.Module, dataset: SegDataset, prompt: str = "box",
                      box_jitter: float = 0.0, seed: int = 0, batch_size: int = 32,
                      boundary: bool = True) -> dict[str, float]:
@@ -79,6 +102,4 @@ def evaluate_dataset(model: torch.nn.Module, dataset: SegDataset, prompt: str = 
     start = time.perf_counter()
     pred = predict_dataset(model, dataset, prompt, box_jitter, seed, batch_size)
     seconds = time.perf_counter() - start
-    scores = score_masks(pred, dataset, boundary)
-    names = {"iou": "miou", "dice": "mdice", "biou": "biou"}
-    return {**{names[k]: float(v.mean()) for k, v in scores.items()}, "infer_seconds": seconds}
+    return {**mean_scores(score_masks(pred, dataset, boundary)), "infer_seconds": seconds}

@@ -42,7 +42,8 @@ from harness.data.corruptions import (
 )
 from harness.errors import HarnessError
 from harness.evaluate.metrics import CLEAN, METRICS, aggregate_shift_table
-from harness.evaluate.segment import evaluate_dataset
+from harness.evaluate.score_cache import ScoreCache
+from harness.evaluate.segment import mean_scores, predict_dataset, score_masks
 
 SHIFT_GROUPS = ("domain", "prompt")
 """Shift spec names accepted besides corruption groups and names. Never implied by ``all``."""
@@ -160,9 +161,26 @@ def _plan(cfg: StudyConfig, clean: SegDataset, plan: dict, cache_dir: Path,
     return cells
 
 
+def _cell_scores(model: torch.nn.Module, cell: _Cell, data: SegDataset, cfg: StudyConfig,
+                 cache: ScoreCache | None) -> dict[str, np.ndarray]:
+    """Per-mask scores of one cell: read back when these weights scored this cell before."""
+    batch_size = cfg.train.eval_batch_size
+    device = next(model.parameters()).device.type
+    identity = (f"{data.fingerprint}|{cell.prompt}|{cell.box_jitter!r}|{cfg.data.seed}|"
+                f"{batch_size}|{device}")
+    scores = cache.get(identity) if cache is not None else None
+    if scores is None:
+        pred = predict_dataset(model, data, cell.prompt, cell.box_jitter, seed=cfg.data.seed,
+                               batch_size=batch_size)
+        scores = score_masks(pred, data)
+        if cache is not None:
+            cache.put(identity, scores)
+    return scores
+
+
 def evaluate_shifts(model: torch.nn.Module, cfg: StudyConfig, test: SegDataset,
                     cache_dir: Path, shifts: list[str] | None = None,
-                    progress: bool = True) -> pd.DataFrame:
+                    progress: bool = True, reuse_scores: bool = True) -> pd.DataFrame:
     """Evaluate ``model`` on ``test`` clean and under every shift of ``shifts``.
 
     ``shifts`` defaults to ``cfg.evaluate.shifts`` (see :func:`resolve_shifts`). Returns one
@@ -182,17 +200,20 @@ def evaluate_shifts(model: torch.nn.Module, cfg: StudyConfig, test: SegDataset,
     Prompts are tight boxes except on the prompt rows. Every box-jitter level draws the same
     noise (seeded with ``cfg.data.seed``) scaled by its level, so levels differ by the noise
     size alone. Same model, config and data → the same table, bit for bit.
+
+    With ``reuse_scores`` a cell these exact weights already scored is read back from
+    ``cache_dir/scores`` (see :mod:`harness.evaluate.score_cache`) instead of recomputed.
     """
     from tqdm.auto import tqdm
 
     plan = resolve_shifts(cfg.evaluate.shifts if shifts is None else shifts)
     clean = first_images(test, cfg.evaluate.shift_images)
+    cache = ScoreCache(cache_dir, model) if reuse_scores else None
     rows = []
     for cell in tqdm(_plan(cfg, clean, plan, Path(cache_dir), progress), desc="shifts",
                      unit="cell", disable=not progress):
         data = cell.data()
-        scores = evaluate_dataset(model, data, cell.prompt, cell.box_jitter, seed=cfg.data.seed,
-                                  batch_size=cfg.train.eval_batch_size)
+        scores = mean_scores(_cell_scores(model, cell, data, cfg, cache))
         rows.append({"shift": cell.shift, "kind": cell.kind, "severity": cell.severity,
                      "level": cell.level, **{m: scores[m] for m in METRICS},
                      "n_masks": len(data)})

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import yaml
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
 
 from harness.config import study_from_dict
 from harness.errors import HarnessError
-from harness.model import build_model
+from harness.model import build_model, resolve_device
 from harness.tracking.mlflow_log import log_metrics
 from harness.tracking.store import tracking_client
 from harness.tracking.trial import MODEL_ARTIFACT, evaluate_extras, load_splits
 
 
-def load_logged_model(run_id: str, tracking_uri: str | None = None):
-    """(client, study config, model) of a trial run, from its config.yaml and weights."""
-    client = tracking_client(tracking_uri)
+def load_logged_model(run_id: str, tracking_uri: str | None = None, client=None):
+    """(client, study config, model) of a trial run, from its config.yaml and weights; the
+    model is on the config's ``train.device``."""
+    client = client or tracking_client(tracking_uri)
+    # two small files: MLflow's per-download progress bar would only clutter the output
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
     try:
         client.get_run(run_id)
         config_path = client.download_artifacts(run_id, "config.yaml")
@@ -27,16 +31,17 @@ def load_logged_model(run_id: str, tracking_uri: str | None = None):
         logged = yaml.safe_load(f)
     cfg = study_from_dict(logged["study"], source=f"run {run_id} config.yaml")
     model = build_model(cfg.model.preset, weights, cfg.model.trainable)
-    return client, cfg, model
+    return client, cfg, model.to(resolve_device(cfg.train.device))
 
 
 def evaluate_run(run_id: str, shifts: list[str] | None = None, probes: bool = False,
-                 tracking_uri: str | None = None, progress: bool = True) -> dict[str, float]:
+                 tracking_uri: str | None = None, progress: bool = True,
+                 reuse_scores: bool = True) -> dict[str, float]:
     """Run the shift suite (`shifts`) and/or the probes on a logged model; log into the run."""
     client, cfg, model = load_logged_model(run_id, tracking_uri)
     splits = load_splits(cfg, ("train", "test"))
     metrics = evaluate_extras(cfg, model, splits, client, run_id, progress, shifts=shifts or [],
-                              probes=probes)
+                              probes=probes, reuse_scores=reuse_scores)
     history = client.get_metric_history(run_id, "train/loss")
     log_metrics(client, run_id, metrics, step=max((m.step for m in history), default=0))
     return metrics

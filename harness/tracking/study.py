@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from harness.config import StudyConfig, dump_yaml
 from harness.errors import HarnessError
+from harness.tracking.ensemble_run import run_ensemble
 from harness.tracking.mlflow_log import flatten, log_metrics, log_params, runs_with_tags
 from harness.tracking.store import get_experiment_id, optuna_storage, tracking_client
 from harness.tracking.trial import TrialSpec, method_hparams, run_trial
@@ -34,7 +35,7 @@ from harness.train.loop import TrainingDiverged
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 PHASES = ("tune", "final")
 # Keys that may change between runs of one study without invalidating what was recorded.
-RESUMABLE_KEYS = ("tuning.trials_per_method", "final_seeds", "description")
+RESUMABLE_KEYS = ("tuning.trials_per_method", "final_seeds", "description", "ensembles")
 
 
 def study_key(cfg: StudyConfig) -> str:
@@ -55,10 +56,14 @@ class StudyContext:
     progress: bool = True
 
 
-def _sampler(cfg: StudyConfig, method: str, n_existing: int) -> optuna.samplers.TPESampler:
+def _sampler(cfg: StudyConfig, method: str, n_existing: int) -> optuna.samplers.BaseSampler:
     t = cfg.tuning
     # Offset the seed by the trials already run so a resumed study does not replay suggestions.
     seed = (t.sampler_seed + zlib.crc32(method.encode()) + n_existing) % 2**31
+    if t.sampler == "grid":
+        # GridSampler itself skips grid points already finished or running in the storage
+        space = {name: p.choices for name, p in cfg.methods[method].search.items()}
+        return optuna.samplers.GridSampler(space, seed=seed)
     return optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=t.n_startup_trials, multivariate=t.multivariate,
         constant_liar=t.constant_liar,
@@ -122,6 +127,18 @@ def _count(study: optuna.Study, states=DONE) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
+def _close_orphans(ctx: StudyContext, study: optuna.Study) -> None:
+    """Mark KILLED the runs of failed trials that were left RUNNING.
+
+    A trial's own handler closes its run on Ctrl+C, but not when the process was killed, nor
+    when the interrupt landed inside an MLflow write and the closing write failed too.
+    """
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id and ctx.client.get_run(run_id).info.status == "RUNNING":
+            ctx.client.set_terminated(run_id, "KILLED")
+
+
 def _load(ctx: StudyContext, phase: str, method: str, sampler=None) -> optuna.Study:
     study = optuna.create_study(
         study_name=optuna_name(ctx.cfg, phase, method), storage=ctx.storage,
@@ -130,6 +147,7 @@ def _load(ctx: StudyContext, phase: str, method: str, sampler=None) -> optuna.St
     for key, value in {"harness.study": ctx.cfg.name, "harness.preset": ctx.cfg.preset or "",
                        "phase": phase, "method": method}.items():
         study.set_user_attr(key, value)
+    _close_orphans(ctx, study)
     return study
 
 
@@ -139,8 +157,9 @@ def _tune(ctx: StudyContext, method: str, bar: tqdm) -> optuna.Study:
     study.sampler = _sampler(ctx.cfg, method, len(study.trials))
     t = ctx.cfg.tuning
     study.set_user_attr("sampler", {
-        "name": "TPESampler", "seed": t.sampler_seed, "n_startup_trials": t.n_startup_trials,
-        "multivariate": t.multivariate, "constant_liar": t.constant_liar})
+        "name": type(study.sampler).__name__, "seed": t.sampler_seed,
+        "n_startup_trials": t.n_startup_trials, "multivariate": t.multivariate,
+        "constant_liar": t.constant_liar})
     remaining = budget - _count(study)
     if remaining > 0:
         study.optimize(
@@ -166,6 +185,16 @@ def _final(ctx: StudyContext, method: str, tuned: optuna.Study, bar: tqdm) -> No
     if todo > 0:
         study.optimize(_objective(ctx, method, "final", bar, best.user_attrs["hparams"], seeds),
                        n_trials=todo)
+
+
+def _ensemble(ctx: StudyContext, name: str, bar: tqdm) -> None:
+    metrics = run_ensemble(ctx.cfg, name, ctx.client, ctx.experiment_id, ctx.parent_run_id,
+                           ctx.progress)
+    bar.update()
+    if metrics is not None:
+        bar.write(f"{name} ensemble: val mIoU {metrics.get('val/miou', float('nan')):.4f}  "
+                  f"test mIoU {metrics.get('test/miou', float('nan')):.4f}  inference "
+                  f"×{metrics['cost/infer_ratio_vs_member']:.2f} of one member")
 
 
 def _parent_run(client, experiment_id: str, cfg: StudyConfig) -> str:
@@ -203,12 +232,15 @@ def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: st
     experiment_id = get_experiment_id(client, cfg.name)
     ctx = StudyContext(cfg, optuna_storage(storage_url), client, experiment_id,
                        _parent_run(client, experiment_id, cfg), progress)
-    total = len(cfg.methods) * (cfg.tuning.trials_per_method + len(cfg.final_seeds))
+    total = (len(cfg.methods) * (cfg.tuning.trials_per_method + len(cfg.final_seeds))
+             + len(cfg.ensembles))
     bar = tqdm(total=total, desc=f"study {study_key(cfg)}", disable=not progress)
     try:
         tuned = {m: _tune(ctx, m, bar) for m in cfg.methods}
         for method, study in tuned.items():
             _final(ctx, method, study, bar)
+        for name in cfg.ensembles:
+            _ensemble(ctx, name, bar)
     except BaseException:
         client.set_terminated(ctx.parent_run_id, "KILLED")
         raise
@@ -223,7 +255,7 @@ def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: st
 def _log_parent_summary(ctx: StudyContext) -> None:
     """Mean final test mIoU per method on the parent run, for a glance in the MLflow UI."""
     metrics = {}
-    for method in ctx.cfg.methods:
+    for method in [*ctx.cfg.methods, *ctx.cfg.ensembles]:
         runs = runs_with_tags(ctx.client, [ctx.experiment_id], {
             "mlflow.parentRunId": ctx.parent_run_id, "harness.method": method,
             "harness.phase": "final", "harness.status": "ok"})

@@ -7,6 +7,7 @@ FAILED with tag `harness.status=diverged` and the reason; an interrupted one end
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,7 +18,7 @@ from harness.config import StudyConfig, dump_yaml
 from harness.data import SegDataset, synthetic_split
 from harness.evaluate.segment import evaluate_dataset
 from harness.evaluate.shifts import evaluate_shifts, first_images, shift_metrics
-from harness.model import build_model, count_parameters
+from harness.model import build_model, count_parameters, resolve_device
 from harness.probes.suite import probe_batches, run_probes
 from harness.tracking.costs import PeakMemory
 from harness.tracking.mlflow_log import MetricBuffer, log_file, log_metrics, log_params
@@ -116,9 +117,11 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
     client.log_text(run_id, dump_yaml({"trial": trial_cfg, "study": cfg.to_dict()}),
                     "config.yaml")
 
+    started = time.perf_counter()
     splits = load_splits(cfg)
     torch.manual_seed(spec.seed)
-    model = build_model(cfg.model.preset, cfg.model.checkpoint, cfg.model.trainable)
+    device = resolve_device(cfg.train.device)
+    model = build_model(cfg.model.preset, cfg.model.checkpoint, cfg.model.trainable).to(device)
     log_metrics(client, run_id, {"model/params": count_parameters(model),
                                  "model/trainable_params": count_parameters(model, True)})
     curves = MetricBuffer(client, run_id)
@@ -128,12 +131,13 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
         return {"val/miou": evaluate_dataset(m, splits["val"], boundary=False, **eval_kw)["miou"]}
 
     try:
-        with PeakMemory() as memory:
+        with PeakMemory(device) as memory:
             result = train(
                 model, splits["train"], spec.method, spec.hparams,
                 epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, seed=spec.seed,
                 warmup_steps=cfg.train.warmup_steps, box_jitter=cfg.train.box_jitter,
                 grad_clip=cfg.train.grad_clip, log=curves, validate=validate, progress=progress,
+                min_loss_drop=cfg.train.min_loss_drop,
             )
     finally:
         curves.flush()  # the curve up to a divergence is the evidence for it
@@ -160,19 +164,23 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
                                 test_miou=summary.get("test/miou"))
         log_metrics(client, run_id, extra, step=result.steps)
         summary.update(extra)
-    return summary
+    # the whole trial as a user waits for it: data, training, evaluation, shifts, probes
+    wall = {"cost/wall_seconds": time.perf_counter() - started}
+    log_metrics(client, run_id, wall, step=result.steps)
+    return {**summary, **wall}
 
 
 def evaluate_extras(cfg: StudyConfig, model: torch.nn.Module, splits: dict[str, SegDataset],
                     client: MlflowClient, run_id: str, progress: bool,
                     shifts: list[str] | None = None, probes: bool | None = None,
-                    test_miou: float | None = None) -> dict:
+                    test_miou: float | None = None, reuse_scores: bool = True) -> dict:
     """The shift suite and the sharpness probes (as the config asks) and the generalisation
     gaps they imply; tables and figures become artifacts of `run_id`, metrics are returned."""
     metrics: dict[str, float] = {}
     shifts = cfg.evaluate.shifts if shifts is None else shifts
     if shifts:
-        table = evaluate_shifts(model, cfg, splits["test"], cache_dir(), shifts, progress)
+        table = evaluate_shifts(model, cfg, splits["test"], cache_dir(), shifts, progress,
+                                reuse_scores)
         log_file(client, run_id, lambda p: table.to_csv(p, index=False), "shifts.csv")
         metrics.update(shift_metrics(table))
         clean = table.loc[table["kind"] == "clean", "miou"]
@@ -180,7 +188,8 @@ def evaluate_extras(cfg: StudyConfig, model: torch.nn.Module, splits: dict[str, 
             metrics["gap/clean_minus_shift_miou"] = float(clean.iloc[0]) - metrics[
                 "shift/mean/miou"]
     if cfg.probes.enabled if probes is None else probes:
-        batches = probe_batches(splits["train"], cfg.probes)
+        device = next(model.parameters()).device
+        batches = [b.to(device) for b in probe_batches(splits["train"], cfg.probes)]
         report = run_probes(model, batch_loss, batches, cfg.probes, progress)
         metrics.update(report.metrics)
         for name, fig in report.figures.items():

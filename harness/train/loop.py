@@ -21,7 +21,11 @@ from harness.train.batches import batch_loss, make_batch
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message says when."""
+    """Training failed: the loss or the weights became NaN or infinite, or (when asked for)
+    the loss collapsed to no better than where it started. The message says when."""
+
+
+INITIAL_STEPS = 5  # steps averaged for the starting loss of the collapse check
 
 
 @dataclass
@@ -57,11 +61,18 @@ def train(
     log: Callable[[int, dict], None] | None = None,
     validate: Callable[[torch.nn.Module], dict] | None = None,
     progress: bool = True,
+    min_loss_drop: float | None = None,
 ) -> TrainResult:
     """Train `model` in place on `dataset` with optimizer `method`.
 
-    A step takes `batch_size` images with all their instances. `hparams` are the optimizer's (lr, weight_decay, rho, eta, every_k). Shuffling and box
-    jitter draw from generators seeded by `seed`; the caller seeds the model's initialisation.
+    A step takes `batch_size` images with all their instances. `hparams` are the optimizer's
+    (lr, weight_decay, rho, eta, every_k). Shuffling and box jitter draw from generators seeded
+    by `seed`; the caller seeds the model's initialisation.
+
+    With `min_loss_drop` (a fraction), every epoch from the second on must end with a mean
+    loss at least that fraction below the mean of the first steps' losses; otherwise training
+    has collapsed (as SAM/ASAM do at too large a ρ: the loss settles where it started, on
+    predicting nothing) and :class:`TrainingDiverged` says so.
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -77,7 +88,9 @@ def train(
     start = time.perf_counter()
     bar = tqdm(total=total, desc=f"train {method}", disable=not progress, leave=False)
     model.train()
+    losses: list[float] = []
     for epoch in range(epochs):
+        epoch_start = len(losses)
         order = torch.randperm(len(dataset.images), generator=shuffle).numpy()
         for first in range(0, len(order), batch_size):
             batch = make_batch(dataset, order[first:first + batch_size], jitter_rng,
@@ -100,10 +113,13 @@ def train(
             scheduler.step()
             result.steps += 1
             result.final_loss = loss.item()
+            losses.append(result.final_loss)
             if log is not None:
                 log(result.steps, {"train/loss": result.final_loss, "train/lr": lr})
             bar.update()
             bar.set_postfix(loss=f"{result.final_loss:.3f}", epoch=epoch + 1)
+        if min_loss_drop is not None and epoch >= min(1, epochs - 1):
+            _check_collapse(losses, epoch_start, epoch, min_loss_drop)
         if validate is not None:
             metrics = validate(model)
             model.train()
@@ -113,6 +129,16 @@ def train(
     bar.close()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_collapse(losses: list[float], epoch_start: int, epoch: int, drop: float) -> None:
+    initial = float(np.mean(losses[:INITIAL_STEPS]))
+    current = float(np.mean(losses[epoch_start:]))
+    if current > (1 - drop) * initial:
+        raise TrainingDiverged(
+            f"collapsed: mean loss of epoch {epoch + 1} is {current:.4g}, not {drop:.0%} below "
+            f"the first {min(INITIAL_STEPS, len(losses))} steps' {initial:.4g} "
+            f"(step {len(losses)})")
 
 
 def _backward(model: torch.nn.Module, batch) -> torch.Tensor:

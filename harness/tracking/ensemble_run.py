@@ -1,0 +1,149 @@
+"""SAM-E in a study: an ensemble of a method's final runs, recorded as its own MLflow run.
+
+The ensemble trains nothing. Its run (tags ``harness.role=ensemble``, ``harness.method=<name>``,
+``harness.phase=final``) links its members (tag ``harness.members``: run ids in seed order;
+param ``member_run_ids``; a Markdown note with links), and holds the same clean, shift and
+Boundary IoU metrics as a single model, plus costs:
+
+- ``cost/train_seconds``, ``cost/step_seconds``, ``cost/wall_seconds``: the members' sums
+  (K models were trained);
+- ``cost/peak_memory_mb``: the largest member's training peak (members train one at a time);
+  ``cost/infer_peak_memory_mb``: measured while the ensemble predicted;
+- ``cost/infer_ms_per_image`` and ``cost/member_infer_ms_per_image``: medians of interleaved
+  timings on the test split, and their ratio ``cost/infer_ratio_vs_member`` (≈ K expected).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from mlflow.tracking import MlflowClient
+
+from harness.config import StudyConfig, dump_yaml
+from harness.data import SegDataset
+from harness.evaluate.ensemble import Ensemble
+from harness.evaluate.segment import evaluate_dataset, predict_dataset
+from harness.tracking.costs import PeakMemory
+from harness.tracking.mlflow_log import log_metrics, log_params, runs_with_tags
+from harness.tracking.ondemand import load_logged_model
+from harness.tracking.trial import evaluate_extras, load_splits
+
+TIMING_REPEATS = 3
+SUMMED_COSTS = ("cost/train_seconds", "cost/step_seconds", "cost/wall_seconds")
+
+
+def ensemble_seeds(cfg: StudyConfig, name: str) -> list[int]:
+    ens = cfg.ensembles[name]
+    return list(cfg.final_seeds[:ens.size or len(cfg.final_seeds)])
+
+
+def ensemble_key(cfg: StudyConfig, name: str) -> str:
+    """What makes two ensemble runs the same ensemble: members, their seeds, aggregation."""
+    ens = cfg.ensembles[name]
+    seeds = ",".join(map(str, ensemble_seeds(cfg, name)))
+    return f"{ens.members}:seeds={seeds}:{ens.aggregation}"
+
+
+def member_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, method: str,
+                seeds: list[int]) -> dict[int, object]:
+    """{seed: finished final run of `method`} for the seeds that have one."""
+    runs = runs_with_tags(client, [experiment_id], {
+        "mlflow.parentRunId": parent_run_id, "harness.role": "trial", "harness.method": method,
+        "harness.phase": "final", "harness.status": "ok"})
+    by_seed = {int(r.data.tags["harness.seed"]): r for r in runs if r.info.status == "FINISHED"}
+    return {s: by_seed[s] for s in seeds if s in by_seed}
+
+
+def run_ensemble(cfg: StudyConfig, name: str, client: MlflowClient, experiment_id: str,
+                 parent_run_id: str, progress: bool = True) -> dict[str, float] | None:
+    """Evaluate ensemble `name` of the study and record it; None when it exists already or
+    members are missing (then the parent run gets tag ``harness.no_final.<name>``)."""
+    ens = cfg.ensembles[name]
+    key = ensemble_key(cfg, name)
+    if runs_with_tags(client, [experiment_id], {
+            "mlflow.parentRunId": parent_run_id, "harness.role": "ensemble",
+            "harness.ensemble_key": key, "harness.status": "ok"}):
+        return None
+    seeds = ensemble_seeds(cfg, name)
+    members = member_runs(client, experiment_id, parent_run_id, ens.members, seeds)
+    missing = [s for s in seeds if s not in members]
+    if missing:
+        client.set_tag(parent_run_id, f"harness.no_final.{name}",
+                       f"no finished {ens.members} final run for seed(s) "
+                       f"{', '.join(map(str, missing))}")
+        return None
+    ids = [members[s].info.run_id for s in seeds]
+    run = client.create_run(experiment_id, tags={
+        "mlflow.parentRunId": parent_run_id, "mlflow.runName": f"{name}-k{len(ids)}",
+        "harness.study": cfg.name, "harness.preset": cfg.preset or "",
+        "harness.method": name, "harness.phase": "final", "harness.role": "ensemble",
+        "harness.ensemble_key": key, "harness.members": ",".join(ids),
+        "mlflow.note.content": "Members:\n" + "\n".join(
+            f"- seed {s}: [{i}](#/experiments/{experiment_id}/runs/{i})"
+            for s, i in zip(seeds, ids)),
+    })
+    run_id = run.info.run_id
+    try:
+        metrics = _evaluate(cfg, name, [members[s] for s in seeds], client, run_id, progress)
+    except BaseException:
+        client.set_terminated(run_id, "KILLED")
+        raise
+    client.set_tag(run_id, "harness.status", "ok")
+    client.set_terminated(run_id, "FINISHED")
+    return metrics
+
+
+def _evaluate(cfg: StudyConfig, name: str, members: list, client: MlflowClient, run_id: str,
+              progress: bool) -> dict[str, float]:
+    ens = cfg.ensembles[name]
+    seeds = ensemble_seeds(cfg, name)
+    log_params(client, run_id, {
+        "method": name, "phase": "final", "members": ens.members, "ensemble_size": len(members),
+        "aggregation": ens.aggregation, "member_seeds": seeds,
+        "member_run_ids": ",".join(r.info.run_id for r in members),
+        "model": cfg.model.__dict__, "data": cfg.data.__dict__, "study": cfg.name,
+        "preset": cfg.preset or ""})
+    client.log_text(run_id, dump_yaml({"ensemble": {"name": name, **ens.__dict__},
+                                       "study": cfg.to_dict()}), "config.yaml")
+    models = [load_logged_model(r.info.run_id, client=client)[2] for r in members]
+    ensemble = Ensemble(models, ens.aggregation)
+    splits = load_splits(cfg)
+    batch_size = cfg.train.eval_batch_size
+
+    summary: dict[str, float] = {}
+    with PeakMemory(next(ensemble.parameters()).device) as memory:
+        for split in cfg.evaluate.splits:
+            scores = evaluate_dataset(ensemble, splits[split], batch_size=batch_size)
+            scores.pop("infer_seconds")
+            summary.update({f"{split}/{k}": v for k, v in scores.items()})
+    summary["cost/infer_peak_memory_mb"] = memory.peak_mb
+    summary.update(inference_cost(ensemble, models[0], splits["test"], batch_size))
+    for key in SUMMED_COSTS:
+        values = [r.data.metrics.get(key) for r in members]
+        if None not in values:
+            summary[key] = float(sum(values))
+    peaks = [r.data.metrics.get("cost/peak_memory_mb") for r in members]
+    if None not in peaks:
+        summary["cost/peak_memory_mb"] = float(max(peaks))
+    log_metrics(client, run_id, summary)
+    extra = evaluate_extras(cfg, ensemble, splits, client, run_id, progress, probes=False,
+                            test_miou=summary.get("test/miou"))
+    log_metrics(client, run_id, extra)
+    return {**summary, **extra}
+
+
+def inference_cost(ensemble: Ensemble, member, dataset: SegDataset,
+                   batch_size: int) -> dict[str, float]:
+    """Per-image prediction time of the ensemble and of one member, timed alternately in this
+    process (medians of TIMING_REPEATS each), and their ratio."""
+    times: dict[str, list[float]] = {"member": [], "ensemble": []}
+    for _ in range(TIMING_REPEATS):
+        for label, model in (("member", member), ("ensemble", ensemble)):
+            start = time.perf_counter()
+            predict_dataset(model, dataset, batch_size=batch_size)
+            times[label].append(time.perf_counter() - start)
+    per_image = {k: 1000 * statistics.median(v) / len(dataset.images) for k, v in times.items()}
+    return {"cost/infer_ms_per_image": per_image["ensemble"],
+            "cost/member_infer_ms_per_image": per_image["member"],
+            "cost/infer_ratio_vs_member": per_image["ensemble"] / per_image["member"]}

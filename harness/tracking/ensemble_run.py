@@ -27,7 +27,7 @@ from harness.evaluate.segment import evaluate_dataset, predict_dataset
 from harness.tracking.costs import PeakMemory
 from harness.tracking.mlflow_log import log_metrics, log_params, runs_with_tags
 from harness.tracking.ondemand import load_logged_model
-from harness.tracking.trial import evaluate_extras, load_splits
+from harness.tracking.trial import evaluate_extras, load_splits, recorded_outcome
 
 TIMING_REPEATS = 3
 SUMMED_COSTS = ("cost/train_seconds", "cost/step_seconds", "cost/wall_seconds")
@@ -83,15 +83,9 @@ def run_ensemble(cfg: StudyConfig, name: str, client: MlflowClient, experiment_i
             f"- seed {s}: [{i}](#/experiments/{experiment_id}/runs/{i})"
             for s, i in zip(seeds, ids)),
     })
-    run_id = run.info.run_id
-    try:
-        metrics = _evaluate(cfg, name, [members[s] for s in seeds], client, run_id, progress)
-    except BaseException:
-        client.set_terminated(run_id, "KILLED")
-        raise
-    client.set_tag(run_id, "harness.status", "ok")
-    client.set_terminated(run_id, "FINISHED")
-    return metrics
+    with recorded_outcome(client, run.info.run_id):
+        return _evaluate(cfg, name, [members[s] for s in seeds], client, run.info.run_id,
+                         progress)
 
 
 def _evaluate(cfg: StudyConfig, name: str, members: list, client: MlflowClient, run_id: str,

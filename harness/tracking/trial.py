@@ -8,6 +8,8 @@ FAILED with tag `harness.status=diverged` and the reason; an interrupted one end
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -91,8 +93,16 @@ def run_trial(
     run_id = run.info.run_id
     if on_run_created is not None:
         on_run_created(run_id)
+    with recorded_outcome(client, run_id):
+        return _execute(cfg, spec, client, run_id, progress)
+
+
+@contextmanager
+def recorded_outcome(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """Close `run_id` as the block ends: FINISHED with ``harness.status=ok``; FAILED with
+    ``harness.status=diverged`` and the reason when training diverged; KILLED otherwise."""
     try:
-        metrics = _execute(cfg, spec, client, run_id, progress)
+        yield
     except TrainingDiverged as exc:
         client.set_tag(run_id, "harness.status", "diverged")
         client.set_tag(run_id, "harness.fail_reason", str(exc))
@@ -103,7 +113,6 @@ def run_trial(
         raise
     client.set_tag(run_id, "harness.status", "ok")
     client.set_terminated(run_id, "FINISHED")
-    return metrics
 
 
 def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: str,

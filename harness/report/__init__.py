@@ -1,0 +1,112 @@
+"""`harness report`: turn what a study recorded (MLflow runs, Optuna trials) into a report.
+
+Reads only — nothing is retrained. `build_report` writes into one folder:
+
+- `report.pdf` — multi-page vector PDF, one section per `SECTION_TITLES` entry;
+- `tables/<name>.csv|.md|.tex` — every table (CSV: numbers with CI bounds in their own
+  columns; Markdown and booktabs LaTeX: formatted as in the PDF);
+- `figures/<name>.png` — every figure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.report import pdf
+from harness.report.collect import load_study_data
+from harness.report.document import FORMATS, FigureItem, Section, write_figure, write_table
+from harness.report.provenance import now
+from harness.report.sections import ORDER, TITLES
+from harness.report.sections import provenance as provenance_section
+from harness.report.sections import summary
+from harness.report.sections.base import Context, ShiftFilter
+from harness.report.style import method_colors, report_style
+
+SECTION_TITLES = TITLES
+QUESTION = ("Does sharpness-aware training (SAM, ASAM) make Segment Anything more robust under "
+            "distribution shift than AdamW or an ensemble (SAM-E), and at what cost?")
+
+
+def _formats(formats: Iterable[str] | None) -> set[str]:
+    chosen = set(formats or FORMATS)
+    unknown = chosen - set(FORMATS)
+    if unknown:
+        raise HarnessError(f"unknown report format(s) {', '.join(sorted(unknown))}; use "
+                           f"{', '.join(FORMATS)}")
+    return chosen
+
+
+def _remove_stale(folder: Path, chosen: set[str], written: set[Path]) -> None:
+    """Drop tables / figures of a requested format that an earlier build of this folder wrote
+    and this one did not (e.g. a section that now has no data): they would contradict it."""
+    for sub, fmt in [("tables", "csv"), ("tables", "md"), ("tables", "tex"), ("figures", "png")]:
+        if fmt in chosen:
+            for path in (folder / sub).glob(f"*.{fmt}"):
+                if path not in written:
+                    path.unlink()
+
+
+def _title(ctx: Context, created: str) -> list[str]:
+    data = ctx.data
+    lines = [f"Report: {data.key}", QUESTION]
+    if data.config.get("description"):
+        lines.append(f"Study: {' '.join(str(data.config['description']).split())}")
+    status = [f"{m} ({len(data.final(m))} final runs)" if not data.failure(m)
+              else f"{m} (FAILED: {data.failure(m)})" for m in ctx.methods]
+    lines.append(f"Methods: {'; '.join(status) or 'none'}.")
+    lines += [f"Headline — {s}" for s in summary.headline(ctx)]
+    if ctx.shifts.filtered:
+        lines.append(f"Shifts shown (--shifts): {', '.join(ctx.shifts.corruptions) or 'none'}"
+                     f"{', domain' if ctx.shifts.domain else ''}"
+                     f"{', prompt' if ctx.shifts.prompt else ''}.")
+    lines.append(f"Created {created} from {data.tracking_uri}. Nothing was retrained.")
+    lines.append("Contents: " + "  ".join(f"{i}. {t}" for i, t in enumerate(TITLES, 1)))
+    return lines
+
+
+def build_report(study: str, preset: str | None = None, out: str | Path | None = None,
+                 formats: Iterable[str] | None = FORMATS, methods: list[str] | None = None,
+                 shifts: list[str] | None = None, tracking_uri: str | None = None,
+                 storage_url: str | None = None) -> Path:
+    """Build the report of recorded study `study` (with `preset`) into `out`; returns `out`.
+
+    `out` defaults to `reports/<study key>`. `formats` ⊆ {pdf, png, csv, md, tex}.
+    `methods` and `shifts` (shift-spec names, as in a study's `evaluate.shifts`) restrict
+    what is shown; AdamW remains the reference of ratios and Δ even when not shown.
+    """
+    chosen = _formats(formats)
+    shift_filter = ShiftFilter.parse(shifts)  # a bad name fails before anything is read
+    data = load_study_data(study, preset, tracking_uri, storage_url, methods)
+    folder = Path(out) if out is not None else Path("reports") / re.sub(r"[/\\]", "_", data.key)
+    folder.mkdir(parents=True, exist_ok=True)
+    created = now()
+    stamp = created.strftime("%Y-%m-%d %H:%M:%S UTC")
+    with report_style():
+        ctx = Context(data, method_colors(data.all_methods), shift_filter,
+                      draw=bool(chosen & {"pdf", "png"}))
+        sections: list[Section] = [m.build(ctx) for m in ORDER if m is not provenance_section]
+        sections.append(provenance_section.build(ctx, stamp))
+        written: set[Path] = set()
+        for section in sections:
+            for block in section.blocks:
+                if isinstance(block, FigureItem):
+                    pdf.decorate(block, section.heading)
+                    if "png" in chosen:
+                        written.add(write_figure(block, folder))
+                elif not isinstance(block, str):
+                    written.update(write_table(block, folder, chosen))
+        _remove_stale(folder, chosen, written)
+        if "pdf" in chosen:
+            pdf.render(folder / "report.pdf", _title(ctx, stamp), sections,
+                       footer=f"harness report {data.key}",
+                       metadata={"Title": f"harness report: {data.key}",
+                                 "Author": "harness report", "Subject": QUESTION,
+                                 "Keywords": f"{data.name}, {', '.join(ctx.methods)}"},
+                       created=created)
+    return folder
+
+
+__all__ = ["FORMATS", "SECTION_TITLES", "build_report"]

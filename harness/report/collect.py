@@ -1,0 +1,196 @@
+"""Read one recorded study back from MLflow: its runs as one tidy table, its config, its methods.
+
+Read-only: a store that does not exist is an error, never created. One row per trial or
+ensemble run, with MLflow's own column names (`metrics.test/miou`, `params.lr`,
+`tags.harness.seed`) plus the columns every section needs: `method`, `phase`, `role`,
+`seed`, `ok`, `fail_reason`. A "final" run is any trial or ensemble run of phase `final`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow.tracking import MlflowClient
+
+from harness.errors import HarnessError
+from harness.tracking.store import default_storage_url, default_tracking_uri
+
+REFERENCE = "adamw"
+RUN_ROLES = ("trial", "ensemble")
+KNOWN_ORDER = ("adamw", "sam", "asam", "sam-e")
+
+
+@dataclass
+class StudyData:
+    name: str
+    key: str
+    preset: str
+    parent: pd.Series  # the study's parent run (MLflow columns)
+    runs: pd.DataFrame  # every trial / ensemble run of the study, all methods
+    methods: list[str]  # the methods the report shows, reference first
+    all_methods: list[str]  # every method of the study (colours do not depend on a filter)
+    config: dict  # parsed study.yaml; {} when the artifact is missing
+    config_text: str
+    client: MlflowClient
+    tracking_uri: str
+    storage_url: str
+    no_final: dict[str, str] = field(default_factory=dict)  # method -> why it has no finals
+    _finals: dict = field(default_factory=dict, repr=False)
+
+    def final(self, method: str | None = None) -> pd.DataFrame:
+        """Successful final runs (of `method`), ordered by seed. Cached: sections ask often
+        and the frame is wide (one column per metric)."""
+        if method not in self._finals:
+            runs = self.runs[(self.runs["phase"] == "final") & self.runs["ok"]]
+            if method is not None:
+                runs = runs[runs["method"] == method]
+            self._finals[method] = runs.sort_values("seed")
+        return self._finals[method]
+
+    def column(self, runs: pd.DataFrame, name: str) -> pd.Series:
+        """Metric `name` of `runs` (NaN where a run lacks it)."""
+        col = f"metrics.{name}"
+        return runs[col] if col in runs.columns else pd.Series(math.nan, index=runs.index)
+
+    def by_seed(self, method: str, metric: str) -> dict:
+        runs = self.final(method)
+        return dict(zip(runs["seed"], self.column(runs, metric)))
+
+    def failure(self, method: str) -> str | None:
+        """Why `method` has no successful final run, or None when it has one."""
+        if len(self.final(method)):
+            return None
+        if method in self.no_final:
+            return self.no_final[method]
+        runs = self.runs[self.runs["method"] == method]
+        if runs.empty:
+            return "no runs were recorded"
+        finals = runs[runs["phase"] == "final"]
+        reasons = [r for r in finals["fail_reason"] if r]
+        if reasons:
+            return f"every final run failed ({reasons[0]})"
+        if finals.empty:
+            return "no final runs were recorded (tuning unfinished or every trial failed)"
+        return "its final runs have not finished"
+
+
+@contextlib.contextmanager
+def quiet_artifacts():
+    """No MLflow download progress bars: a report reads many tiny artifacts."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _require_store(uri: str, what: str) -> None:
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise HarnessError(f"no {what} at {uri[len('sqlite:///'):]} (set HARNESS_HOME or "
+                           f"pass the URI)")
+
+
+def _parent(client: MlflowClient, experiment_id: str, name: str, preset: str | None,
+            uri: str) -> tuple[pd.Series, pd.DataFrame]:
+    runs = mlflow.search_runs([experiment_id], max_results=50_000, output_format="pandas")
+    role = runs.get("tags.harness.role", pd.Series(dtype=object))
+    parents = runs[role == "study"]
+    keys = sorted(set(parents.get("tags.harness.study_key", pd.Series(dtype=object))))
+    if preset is not None:
+        key = f"{name}@{preset}" if preset else name
+    elif len(keys) == 1 or name in keys:
+        key = keys[0] if len(keys) == 1 else name
+    else:
+        raise HarnessError(f"study {name!r} was recorded with several presets "
+                           f"({', '.join(keys) or 'none'}); pass --preset")
+    mine = parents[parents["tags.harness.study_key"] == key] if keys else parents.iloc[:0]
+    if mine.empty:
+        raise HarnessError(f"study {key!r} is not recorded in {uri} (recorded: "
+                           f"{', '.join(keys) or 'none'})")
+    return mine.sort_values("start_time").iloc[0], runs
+
+
+def _tag(runs: pd.DataFrame, name: str) -> pd.Series:
+    col = f"tags.{name}"
+    return runs[col].fillna("") if col in runs.columns else pd.Series("", index=runs.index)
+
+
+def _tidy(runs: pd.DataFrame, parent: pd.Series, name: str, preset: str) -> pd.DataFrame:
+    parent_id = _tag(runs, "mlflow.parentRunId")
+    ours = (parent_id == parent["run_id"]) | (
+        (parent_id == "") & (_tag(runs, "harness.study") == name)
+        & (_tag(runs, "harness.preset") == preset))
+    runs = runs[ours & _tag(runs, "harness.role").isin(RUN_ROLES)].copy()
+    runs["method"] = _tag(runs, "harness.method")
+    runs["phase"] = _tag(runs, "harness.phase")
+    runs["role"] = _tag(runs, "harness.role")
+    runs["seed"] = pd.to_numeric(_tag(runs, "harness.seed"), errors="coerce")
+    status = _tag(runs, "harness.status")
+    # an ensemble (or an older run) may carry no harness.status: MLflow's own status decides
+    runs["ok"] = (status == "ok") | ((status == "") & (runs["status"] == "FINISHED"))
+    runs["fail_reason"] = _tag(runs, "harness.fail_reason")
+    return runs.reset_index(drop=True)
+
+
+def _config(client: MlflowClient, run_id: str) -> tuple[dict, str]:
+    try:
+        with quiet_artifacts():
+            text = mlflow.artifacts.load_text(f"runs:/{run_id}/study.yaml")
+    except (mlflow.exceptions.MlflowException, OSError):
+        return {}, ""
+    return (yaml.safe_load(text) or {}), text
+
+
+def _order(config: dict, runs: pd.DataFrame) -> list[str]:
+    seen = list(config.get("methods") or {}) + list(config.get("ensembles") or {})
+    seen += [m for m in runs["method"] if m]
+    unique = list(dict.fromkeys(seen))
+    return sorted(unique, key=lambda m: (m != REFERENCE, unique.index(m)))
+
+
+def load_study_data(study: str, preset: str | None = None, tracking_uri: str | None = None,
+                    storage_url: str | None = None,
+                    methods: list[str] | None = None) -> StudyData:
+    """Everything recorded for `study` (an experiment name) with `preset`.
+
+    Without `preset` the only recorded key is used. `methods` restricts what is shown; the
+    AdamW reference stays available for ratios and Δ either way.
+    """
+    uri = tracking_uri or default_tracking_uri()
+    _require_store(uri, "MLflow store")
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+        raise HarnessError(f"no study {study!r} recorded in {uri} (recorded: "
+                           f"{', '.join(names) or 'none'})")
+    parent, all_runs = _parent(client, experiment.experiment_id, study, preset, uri)
+    key = parent["tags.harness.study_key"]
+    preset_name = parent.get("tags.harness.preset") or ""
+    runs = _tidy(all_runs, parent, study, preset_name)
+    config, text = _config(client, parent["run_id"])
+    order = all_methods = _order(config, runs)
+    if methods:
+        unknown = [m for m in methods if m not in order]
+        if unknown:
+            raise HarnessError(f"--methods: {', '.join(unknown)} not in study {key!r} "
+                               f"(methods: {', '.join(order)})")
+        order = [m for m in order if m in methods]
+    prefix = "tags.harness.no_final."
+    no_final = {c[len(prefix):]: parent[c] for c in parent.index
+                if c.startswith(prefix) and isinstance(parent[c], str)}
+    return StudyData(study, key, preset_name, parent, runs, order, all_methods, config, text,
+                     client, uri, storage_url or default_storage_url(), no_final)

@@ -1,0 +1,115 @@
+"""What every section builder gets (`Context`) and the helpers they share.
+
+A section builder is `build(ctx) -> Section`. It must never raise on missing data: a study
+with a failed method, no shifts, no probes or no ensemble is a valid study, and the section
+says what is missing in a sentence.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+from harness.data.corruptions import CORRUPTION_GROUPS
+from harness.report.collect import REFERENCE, StudyData
+from harness.report.stats import Estimate, mean_ci
+
+FAMILIES = ("noise", "blur", "weather", "digital", "extra")
+ALL_CORRUPTIONS = CORRUPTION_GROUPS["all"]
+_CELL = re.compile(r"^metrics\.shift/([^/]+)/s(\d+)/miou$")
+
+
+@dataclass
+class ShiftFilter:
+    """Which shifts the report shows (`--shifts`); None fields mean "all recorded"."""
+    corruptions: tuple[str, ...] | None = None
+    domain: bool = True
+    prompt: bool = True
+
+    @classmethod
+    def parse(cls, spec: list[str] | None) -> "ShiftFilter":
+        if not spec:
+            return cls()
+        from harness.evaluate.shifts import resolve_shifts
+
+        plan = resolve_shifts(spec)  # HarnessError naming an unknown shift
+        return cls(tuple(plan["corruptions"]), plan["domain"], plan["prompt"])
+
+    @property
+    def filtered(self) -> bool:
+        return self.corruptions is not None
+
+
+@dataclass
+class Context:
+    data: StudyData
+    colors: dict[str, str]
+    shifts: ShiftFilter
+    draw: bool  # figures wanted (pdf or png); tables are always built
+
+    @property
+    def methods(self) -> list[str]:
+        return self.data.methods
+
+    @property
+    def present(self) -> list[str]:
+        """Shown methods that have at least one successful final run."""
+        return [m for m in self.methods if len(self.data.final(m))]
+
+    @property
+    def reference_ok(self) -> bool:
+        return len(self.data.final(REFERENCE)) > 0
+
+    def values(self, method: str, metric: str) -> pd.Series:
+        runs = self.data.final(method)
+        return self.data.column(runs, metric)
+
+    def estimate(self, method: str, metric: str) -> Estimate:
+        return mean_ci(self.values(method, metric))
+
+    def cells(self) -> list[tuple[str, int]]:
+        """(corruption, severity) cells recorded for some final run, in ImageNet-C order."""
+        found = set()
+        for col in self.data.final().columns:
+            m = _CELL.match(col)
+            if m and m.group(1) in ALL_CORRUPTIONS and self.data.final()[col].notna().any():
+                found.add((m.group(1), int(m.group(2))))
+        if self.shifts.filtered:
+            found = {c for c in found if c[0] in self.shifts.corruptions}
+        return sorted(found, key=lambda c: (ALL_CORRUPTIONS.index(c[0]), c[1]))
+
+    def corruptions(self) -> list[str]:
+        return list(dict.fromkeys(c for c, _ in self.cells()))
+
+    def severities(self) -> list[int]:
+        return sorted({s for _, s in self.cells()})
+
+    def cell_mean(self, runs: pd.DataFrame, cells: list[tuple[str, int]]) -> pd.Series:
+        """Per run, the mean mIoU over `cells` (NaN for a run that has none of them)."""
+        cols = [f"shift/{c}/s{s}/miou" for c, s in cells]
+        if not cols:
+            return pd.Series(math.nan, index=runs.index)
+        return pd.concat([self.data.column(runs, c) for c in cols], axis=1).mean(axis=1)
+
+    def failed_sentences(self) -> list[str]:
+        out = []
+        for method in self.methods:
+            reason = self.data.failure(method)
+            if reason:
+                out.append(f"Method {method} failed: {reason}. It has no final runs, so it "
+                           f"appears with n = 0 and no values.")
+        return out
+
+
+def family_of(corruption: str) -> str:
+    for family in FAMILIES:
+        if corruption in CORRUPTION_GROUPS[family]:
+            return family
+    return "other"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")

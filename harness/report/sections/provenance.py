@@ -1,0 +1,48 @@
+"""Section 9: what was run, with which code, where and when — and the study config verbatim."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.report import provenance
+from harness.report.document import Section, Table
+from harness.report.sections.base import Context
+
+TITLE = "Provenance"
+
+
+def build(ctx: Context, created: str) -> Section:
+    section = Section(9, TITLE)
+    data = ctx.data
+    parent = data.parent
+    runs = data.runs
+    items = {
+        "study": data.name,
+        "study key": data.key,
+        "preset": data.preset or "(none)",
+        "parent MLflow run": parent["run_id"],
+        "MLflow tracking URI": data.tracking_uri,
+        "Optuna storage": data.storage_url,
+        "study started": provenance.time_text(parent.get("start_time")),
+        "study finished": provenance.time_text(parent.get("end_time")),
+        "runs": f"{len(runs)} (final ok: {len(data.final())}, tune: "
+                f"{int((runs['phase'] == 'tune').sum())}, failed or diverged: "
+                f"{int((~runs['ok']).sum())})",
+        "report created": created,
+        "git commit (report code)": provenance.git_commit(),
+        **{f"version {k}": v for k, v in provenance.versions().items()},
+        **provenance.machine(),
+    }
+    section.say("The report was generated from the recorded runs only (nothing retrained). "
+                "The git commit and versions are those of the code that generated the "
+                "report; the machine is where it was generated. The study configuration "
+                "follows as recorded with the parent run (study.yaml).")
+    table = pd.DataFrame({"item": list(items), "value": [str(v) for v in items.values()]})
+    section.add(Table("provenance", table, table, "Provenance of this report."))
+    if data.config_text:
+        section.say("Study configuration as recorded (study.yaml of the parent run):")
+        section.mono = data.config_text
+    else:
+        section.say("The parent run has no study.yaml artifact; the configuration is "
+                    "available only as the parent run's parameters.")
+    return section

@@ -1,0 +1,114 @@
+"""Section 7: per-method Optuna history, the chosen hyperparameters, and whether every method
+got the same tuning budget (the comparison is only fair if it did)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.report import style
+from harness.report.document import FigureItem, Section, Table
+from harness.report.loaders import optuna_trials
+from harness.report.sections.base import Context
+
+TITLE = "Tuning"
+FINISHED = ("COMPLETE", "PRUNED")  # a diverged (pruned) trial is a result and uses budget
+
+
+def _fmt(hparams: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in hparams.items()) or "–"
+
+
+def _chosen(trials: pd.DataFrame, method: str) -> tuple[dict, float, object]:
+    tune = trials[(trials["method"] == method) & (trials["phase"] == "tune")
+                  & (trials["state"] == "COMPLETE")]
+    if tune.empty:
+        return {}, float("nan"), None
+    best = tune.loc[tune["value"].idxmax()]
+    return best["hparams"] or best["params"], best["value"], best["number"]
+
+
+def _budget_sentences(ctx: Context, counts: dict[str, int]) -> list[str]:
+    tuning = ctx.data.config.get("tuning") or {}
+    budget = tuning.get("trials_per_method")
+    sampler = (f"TPE (sampler seed {tuning.get('sampler_seed')}, n_startup_trials "
+               f"{tuning.get('n_startup_trials')}, multivariate {tuning.get('multivariate')}, "
+               f"constant_liar {tuning.get('constant_liar')})" if tuning else "TPE")
+    used = ", ".join(f"{m} {n}" for m, n in counts.items())
+    if counts and len(set(counts.values())) == 1 and (budget is None or
+                                                       set(counts.values()) == {budget}):
+        head = (f"Equal budget: every method received the same tuning budget of "
+                f"{next(iter(counts.values()))} Optuna trials")
+    else:
+        head = (f"UNEQUAL budget: finished tuning trials per method were {used or 'none'} "
+                f"against a budget of {budget} per method")
+    seeds = ctx.data.config.get("final_seeds")
+    return [f"{head}, searched with {sampler} on the clean validation mIoU; diverged trials "
+            "count against the budget. Each method's best configuration was then trained "
+            f"with every final seed ({', '.join(map(str, seeds or [])) or 'unknown'}) and "
+            "compared on the test split."]
+
+
+def build(ctx: Context) -> Section:
+    section = Section(7, TITLE)
+    trials = optuna_trials(ctx.data)
+    if trials.empty:
+        return section.say(f"No Optuna trials of study {ctx.data.key!r} were found in "
+                           f"{ctx.data.storage_url}; the tuning history is unavailable.")
+    tuned = [m for m in ctx.methods if ((trials["method"] == m) & (trials["phase"] == "tune"))
+             .any()]
+    counts = {m: int(((trials["method"] == m) & (trials["phase"] == "tune")
+                      & trials["state"].isin(FINISHED)).sum()) for m in tuned}
+    for sentence in _budget_sentences(ctx, counts):
+        section.say(sentence)
+    for m in (m for m in ctx.methods if m not in tuned):
+        section.say(f"{m}: no tuning trials (an ensemble, or a method tuned elsewhere).")
+    rows, shown = [], []
+    for m in tuned:
+        mine = trials[(trials["method"] == m) & (trials["phase"] == "tune")]
+        states = mine["state"].value_counts()
+        hparams, value, number = _chosen(trials, m)
+        seconds = (mine["complete"] - mine["start"]).dt.total_seconds().sum()
+        row = {"method": m, "best_trial": number, "best_val_miou": value,
+               "complete": int(states.get("COMPLETE", 0)),
+               "diverged": int(states.get("PRUNED", 0)), "failed": int(states.get("FAIL", 0)),
+               "tuning_seconds": seconds, **{f"hp.{k}": v for k, v in hparams.items()}}
+        rows.append(row)
+        shown.append({"method": m, "best trial": "–" if number is None else str(number),
+                      "best val mIoU": "–" if number is None else f"{value:.4f}",
+                      "trials ok / diverged / failed":
+                          f"{row['complete']}/{row['diverged']}/{row['failed']}",
+                      "tuning time (s)": f"{seconds:.3g}",
+                      "chosen hyperparameters": _fmt(hparams) if hparams else
+                      "none (every trial diverged)"})
+    section.add(Table("tuning", pd.DataFrame(rows), pd.DataFrame(shown),
+                      "Tuning: the chosen configuration per method."))
+    if ctx.draw and tuned:
+        section.add(FigureItem("tuning_history", _figure(ctx, trials, tuned),
+                               "Optuna history per method: objective of each tuning trial "
+                               "(dots), best so far (line); × marks a diverged trial."))
+    return section
+
+
+def _figure(ctx: Context, trials: pd.DataFrame, methods: list[str]):
+    fig = style.new_figure()
+    axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
+    for ax, m in zip(axes, methods):
+        mine = trials[(trials["method"] == m) & (trials["phase"] == "tune")].sort_values(
+            "number")
+        ok = mine[mine["state"] == "COMPLETE"]
+        color = ctx.colors[m]
+        ax.plot(ok["number"], ok["value"], "o", color=color, label=m)
+        best = mine["value"].where(mine["state"] == "COMPLETE").cummax()
+        ax.step(mine["number"], best, where="post", color=color, linewidth=1.2)
+        bad = mine[mine["state"] == "PRUNED"]
+        if len(bad):
+            y = np.nanmin(ok["value"]) if len(ok) else 0.0
+            ax.plot(bad["number"], [y] * len(bad), "x", color="0.3", markersize=8,
+                    label="diverged")
+        ax.set(title=m, xlabel="tuning trial (Optuna number)")
+        ax.set_xticks(mine["number"].tolist())
+        ax.legend(loc="lower right")
+    axes[0].set_ylabel("objective: validation mIoU (fraction, 0–1)")
+    return fig

@@ -75,12 +75,13 @@ def study_run(name, preset, storage, tracking_uri, n_trials, quiet):
 @click.argument("name")
 @click.option("--preset")
 @click.option("--storage", help=STORAGE_HELP)
-def study_status_cmd(name, preset, storage):
-    """Trials of study NAME by method × phase × state."""
+@click.option("--tracking-uri", help=TRACKING_HELP)
+def study_status_cmd(name, preset, storage, tracking_uri):
+    """Trials of study NAME by method × phase × state (ensemble runs by run status)."""
     from harness.config import load_study
     from harness.tracking.study import study_status
 
-    _print_status(study_status(load_study(name, preset), storage))
+    _print_status(study_status(load_study(name, preset), storage, tracking_uri))
 
 
 @study.command("list")

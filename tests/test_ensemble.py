@@ -122,14 +122,16 @@ def ensemble_study(tmp_path_factory):
         mp.setenv("HARNESS_HOME", str(home))
         cfg = study_from_dict(study)
         run_study(cfg, progress=False)
-        run_study(cfg, progress=False)  # resumes: nothing new to do
+        summary = run_study(cfg, progress=False)  # resumes: nothing new to do
         client = tracking_client()
         runs = client.search_runs([get_experiment_id(client, cfg.name)], max_results=1000)
-    return cfg, runs
+    return summary, runs
 
 
 def test_ensemble_runs_link_their_members(ensemble_study):
-    _, runs = ensemble_study
+    summary, runs = ensemble_study
+    # one run per ensemble although the study ran twice
+    assert summary["sam-e"] == summary["vote-e"] == {"final": {"FINISHED": 1}}
     ensembles = [r for r in runs if r.data.tags.get("harness.role") == "ensemble"]
     assert sorted(r.data.tags["harness.method"] for r in ensembles) == ["sam-e", "vote-e"]
     finals = {int(r.data.tags["harness.seed"]): r for r in runs

@@ -246,7 +246,7 @@ def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: st
         raise
     finally:
         bar.close()
-    summary = study_status(cfg, storage_url)
+    summary = study_status(cfg, storage_url, tracking_uri)
     _log_parent_summary(ctx)
     client.set_terminated(ctx.parent_run_id, "FINISHED")
     return summary
@@ -266,8 +266,10 @@ def _log_parent_summary(ctx: StudyContext) -> None:
     log_metrics(ctx.client, ctx.parent_run_id, metrics)
 
 
-def study_status(cfg: StudyConfig, storage_url: str | None = None) -> dict:
-    """{method: {phase: {state_name: count}}} from the Optuna storage."""
+def study_status(cfg: StudyConfig, storage_url: str | None = None,
+                 tracking_uri: str | None = None) -> dict:
+    """{method: {phase: {state_name: count}}} from the Optuna storage; ensembles (which have
+    no Optuna trials) as {name: {"final": {run_status: count}}} from MLflow."""
     storage = optuna_storage(storage_url)
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     out: dict = {}
@@ -281,6 +283,25 @@ def study_status(cfg: StudyConfig, storage_url: str | None = None) -> dict:
                     if not t.user_attrs.get("skipped"):
                         counts[t.state.name] = counts.get(t.state.name, 0) + 1
             out.setdefault(method, {})[phase] = counts
+    if cfg.ensembles:
+        out.update(_ensemble_status(cfg, tracking_uri))
+    return out
+
+
+def _ensemble_status(cfg: StudyConfig, tracking_uri: str | None) -> dict:
+    client = tracking_client(tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.name)
+    parents = [] if experiment is None else runs_with_tags(client, [experiment.experiment_id], {
+        "harness.role": "study", "harness.study_key": study_key(cfg)})
+    out: dict = {}
+    for name in cfg.ensembles:
+        counts: dict[str, int] = {}
+        for parent in parents:
+            for run in runs_with_tags(client, [experiment.experiment_id], {
+                    "mlflow.parentRunId": parent.info.run_id, "harness.role": "ensemble",
+                    "harness.method": name}):
+                counts[run.info.status] = counts.get(run.info.status, 0) + 1
+        out[name] = {"final": counts}
     return out
 
 

@@ -351,7 +351,8 @@ def build_corruption_cache(
         workers = os.cpu_count() or 1
     parts: dict[Cell, dict[int, np.ndarray]] = {cell: {} for cell in missing}
     batches_per_cell = math.ceil(n / batch_size)
-    with tqdm(total=n * len(missing), unit="img", desc="corrupting", disable=not progress) as bar:
+    with tqdm(total=n * len(missing), unit="img", desc="corrupting",
+              disable=not progress or not missing) as bar:
         # closing() shuts the pool down at once even if saving a cell fails
         with closing(_results(tasks, images, min(workers, len(tasks)))) as results:
             for (corruption, severity, _, start, stop), out in results:

@@ -161,6 +161,10 @@ def test_a_failed_method_is_stated_not_a_crash(recorded, tmp_path):
     assert list(summary["n"]) == [1, 0] and list(summary["status"]) == ["ok", "failed"]
     tuning = pd.read_csv(out / "tables" / "tuning.csv")
     assert tuning.set_index("method").loc["asam", "diverged"] == 1
+    trials = pd.read_csv(out / "tables" / "tuning_trials.csv", keep_default_na=False)
+    asam = trials[trials["method"] == "asam"].iloc[0]
+    assert asam["state"] == "PRUNED" and "step" in asam["reason"]  # the divergence's reason
+    assert (trials.loc[trials["method"] == "adamw", "reason"] == "").all()
 
 
 def test_cli_filters_methods_and_shifts(recorded, tmp_path):

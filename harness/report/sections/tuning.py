@@ -32,9 +32,13 @@ def _chosen(trials: pd.DataFrame, method: str) -> tuple[dict, float, object]:
 def _budget_sentences(ctx: Context, counts: dict[str, int]) -> list[str]:
     tuning = ctx.data.config.get("tuning") or {}
     budget = tuning.get("trials_per_method")
-    sampler = (f"TPE (sampler seed {tuning.get('sampler_seed')}, n_startup_trials "
-               f"{tuning.get('n_startup_trials')}, multivariate {tuning.get('multivariate')}, "
-               f"constant_liar {tuning.get('constant_liar')})" if tuning else "TPE")
+    if tuning.get("sampler") == "grid":
+        sampler = "a grid over each method's choices (every point once)"
+    else:
+        sampler = (f"TPE (sampler seed {tuning.get('sampler_seed')}, n_startup_trials "
+                   f"{tuning.get('n_startup_trials')}, multivariate "
+                   f"{tuning.get('multivariate')}, constant_liar "
+                   f"{tuning.get('constant_liar')})" if tuning else "TPE")
     used = ", ".join(f"{m} {n}" for m, n in counts.items())
     if counts and len(set(counts.values())) == 1 and (budget is None or
                                                        set(counts.values()) == {budget}):
@@ -84,11 +88,29 @@ def build(ctx: Context) -> Section:
                       "none (every trial diverged)"})
     section.add(Table("tuning", pd.DataFrame(rows), pd.DataFrame(shown),
                       "Tuning: the chosen configuration per method."))
+    section.add(_trials_table(trials, tuned))
     if ctx.draw and tuned:
         section.add(FigureItem("tuning_history", _figure(ctx, trials, tuned),
                                "Optuna history per method: objective of each tuning trial "
                                "(dots), best so far (line); × marks a diverged trial."))
     return section
+
+
+def _trials_table(trials: pd.DataFrame, methods: list[str]) -> Table:
+    """Every tuning trial with what it tried and how it ended (why, for a diverged one)."""
+    tune = trials[trials["method"].isin(methods) & (trials["phase"] == "tune")]
+    tune = tune.sort_values(["method", "number"], key=lambda c: c.map(
+        {m: i for i, m in enumerate(methods)}) if c.name == "method" else c)
+    data = pd.DataFrame({
+        "method": tune["method"], "trial": tune["number"], "state": tune["state"],
+        "val_miou": tune["value"], "params": tune["params"].map(_fmt),
+        "reason": tune["fail_reason"].fillna("")})
+    shown = data.assign(
+        val_miou=data["val_miou"].map(lambda v: "–" if pd.isna(v) else f"{v:.4f}"),
+        state=data["state"].replace({"PRUNED": "DIVERGED"}))
+    return Table("tuning_trials", data, shown.rename(columns={"val_miou": "val mIoU"}),
+                 "Every tuning trial: sampled parameters, objective, and why a diverged one "
+                 "stopped.")
 
 
 def _figure(ctx: Context, trials: pd.DataFrame, methods: list[str]):

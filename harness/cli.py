@@ -31,12 +31,15 @@ def cli():
     """Does sharpness-aware training (SAM, ASAM) make Segment Anything more robust?
 
     Everything is written under $HARNESS_HOME (default ./runs): mlflow.db and mlartifacts/
-    (MLflow), optuna.db (Optuna), cache/ (generated datasets).
+    (MLflow), optuna.db (Optuna), cache/ (datasets, corrupted sets, per-model cell scores).
 
     \b
     Start with:  harness study run asam-vs-adamw --preset smoke
     Then:        harness study status asam-vs-adamw --preset smoke
+                 harness report asam-vs-adamw --preset smoke
                  harness ui
+    Studies:     asam-vs-adamw (headline), optimizers-under-shift (AdamW, SAM, ASAM,
+                 SAM-E), rho-sweep (SAM/ASAM over a grid of rho)
     """
 
 

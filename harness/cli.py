@@ -158,9 +158,10 @@ def train(config_name, preset, method, lr, weight_decay, rho, eta, epochs, seed,
 def eval_cmd(run_id, shifts, recompute, tracking_uri, quiet):
     """Evaluate the model logged by RUN_ID under distribution shift; log into that run.
 
-    Cells these exact weights were already scored on (e.g. by the trial itself) are read
-    back from HARNESS_HOME/cache/scores, so extending `common` to `all` only computes the
-    new cells.
+    A run that already has a shift table keeps it: the requested shifts are added to the
+    study's, and cells these exact weights were already scored on are read back from
+    HARNESS_HOME/cache/scores, so extending `common` to `all` only computes the new cells.
+    An ensemble run (SAM-E) is rebuilt from its member runs' weights.
     """
     from harness.evaluate.shifts import resolve_shifts
     from harness.tracking.ondemand import evaluate_run

@@ -174,3 +174,31 @@ def test_missing_members_are_stated_on_the_parent(home, tiny_study_dict):
     parent = runs_with_tags(client, [exp], {"harness.role": "study"})[0]
     assert "seed(s) 1, 2" in parent.data.tags["harness.no_final.sam-e"]
     assert not runs_with_tags(client, [exp], {"harness.role": "ensemble"})
+
+
+def test_eval_on_demand_rebuilds_an_ensemble_and_keeps_its_suite(home, tiny_study_dict):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    tiny_study_dict["methods"].pop("asam")
+    tiny_study_dict["tuning"]["trials_per_method"] = 1
+    tiny_study_dict["evaluate"] = {**SHIFTS, "shifts": ["gaussian_noise"]}
+    tiny_study_dict["ensembles"] = {"sam-e": {"members": "adamw"}}
+    cfg = study_from_dict(tiny_study_dict)
+    run_study(cfg, progress=False)
+    client = tracking_client()
+    exp = get_experiment_id(client, cfg.name)
+    run = runs_with_tags(client, [exp], {"harness.role": "ensemble"})[0]
+    before = run.data.metrics
+    result = CliRunner().invoke(cli, ["eval", run.info.run_id, "--shifts", "contrast",
+                                      "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    after = client.get_run(run.info.run_id).data.metrics
+    # the new cell is added; the recorded cell is re-read (same value), not dropped
+    assert "shift/contrast/s2/miou" in after
+    assert after["shift/gaussian_noise/s2/miou"] == before["shift/gaussian_noise/s2/miou"]
+    assert after["shift/mean/miou"] == pytest.approx(
+        (after["shift/contrast/s2/miou"] + after["shift/gaussian_noise/s2/miou"]) / 2)
+    probe = CliRunner().invoke(cli, ["probe", run.info.run_id])
+    assert probe.exit_code == 2 and "ensemble" in probe.output

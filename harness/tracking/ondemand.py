@@ -14,31 +14,53 @@ from harness.tracking.store import tracking_client
 from harness.tracking.trial import MODEL_ARTIFACT, evaluate_extras, load_splits
 
 
-def load_logged_model(run_id: str, tracking_uri: str | None = None, client=None):
-    """(client, study config, model) of a trial run, from its config.yaml and weights; the
-    model is on the config's ``train.device``."""
-    client = client or tracking_client(tracking_uri)
-    # two small files: MLflow's per-download progress bar would only clutter the output
-    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
+def _download(client, run_id: str, path: str) -> str:
     try:
-        client.get_run(run_id)
-        config_path = client.download_artifacts(run_id, "config.yaml")
-        weights = client.download_artifacts(run_id, MODEL_ARTIFACT)
+        return client.download_artifacts(run_id, path)
     except (MlflowException, OSError) as exc:
         raise HarnessError(f"run {run_id}: no logged model to load "
                            f"({str(exc).splitlines()[0]})") from None
-    with open(config_path) as f:
+
+
+def load_logged_model(run_id: str, tracking_uri: str | None = None, client=None):
+    """(client, study config, model) of a trial run, from its config.yaml and weights, or of
+    an ensemble run, rebuilt from its members' weights; on the config's ``train.device``."""
+    client = client or tracking_client(tracking_uri)
+    # small files: MLflow's per-download progress bar would only clutter the output
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise HarnessError(f"run {run_id}: {str(exc).splitlines()[0]}") from None
+    with open(_download(client, run_id, "config.yaml")) as f:
         logged = yaml.safe_load(f)
     cfg = study_from_dict(logged["study"], source=f"run {run_id} config.yaml")
-    model = build_model(cfg.model.preset, weights, cfg.model.trainable)
+    if "ensemble" in logged:
+        from harness.evaluate.ensemble import Ensemble
+
+        members = [load_logged_model(member, client=client)[2]
+                   for member in run.data.tags["harness.members"].split(",")]
+        return client, cfg, Ensemble(members, logged["ensemble"]["aggregation"])
+    model = build_model(cfg.model.preset, _download(client, run_id, MODEL_ARTIFACT),
+                        cfg.model.trainable)
     return client, cfg, model.to(resolve_device(cfg.train.device))
 
 
 def evaluate_run(run_id: str, shifts: list[str] | None = None, probes: bool = False,
                  tracking_uri: str | None = None, progress: bool = True,
                  reuse_scores: bool = True) -> dict[str, float]:
-    """Run the shift suite (`shifts`) and/or the probes on a logged model; log into the run."""
+    """Run the shift suite (`shifts`) and/or the probes on a logged model; log into the run.
+
+    A run that already has a shift table keeps its cells: `shifts` is added to the study's
+    spec, so the aggregates (`shift/mean/*`) and `shifts.csv` stay those of the whole suite;
+    cells already scored for these weights are read back from the score cache.
+    """
     client, cfg, model = load_logged_model(run_id, tracking_uri)
+    if shifts and any(a.path == "shifts.csv" for a in client.list_artifacts(run_id)):
+        shifts = list(dict.fromkeys([*cfg.evaluate.shifts, *shifts]))
+    if probes and hasattr(model, "members"):
+        raise HarnessError(f"run {run_id} is an ensemble: it has no single weight vector to "
+                           "probe (probe its member runs)")
     splits = load_splits(cfg, ("train", "test"))
     metrics = evaluate_extras(cfg, model, splits, client, run_id, progress, shifts=shifts or [],
                               probes=probes, reuse_scores=reuse_scores)

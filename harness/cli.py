@@ -63,12 +63,14 @@ def study_run(name, preset, storage, tracking_uri, n_trials, quiet):
     validation mIoU); phase `final` trains each method's best config with every final seed
     and evaluates on the test split. Re-running resumes: finished trials are kept.
     """
+    from harness import interrupt
     from harness.config import load_study
     from harness.tracking.study import run_study, study_key
 
     cfg = load_study(name, preset)
     if n_trials is not None:
         cfg.tuning.trials_per_method = n_trials
+    interrupt.install()
     summary = run_study(cfg, storage, tracking_uri, progress=not quiet)
     click.echo(f"study {study_key(cfg)} done")
     _print_status(summary)

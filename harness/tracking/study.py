@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from harness import interrupt
 from harness.config import StudyConfig, dump_yaml
 from harness.errors import HarnessError
 from harness.tracking.ensemble_run import run_ensemble
@@ -83,6 +84,7 @@ def _suggest(trial: optuna.Trial, cfg: StudyConfig, method: str) -> dict:
 def _objective(ctx: StudyContext, method: str, phase: str, bar: tqdm, final_hparams=None,
                seeds=None):
     def objective(trial: optuna.Trial) -> float:
+        interrupt.check()
         if phase == "tune":
             seed, hparams = ctx.cfg.tuning.seed, _suggest(trial, ctx.cfg, method)
         else:

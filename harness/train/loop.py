@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from harness import interrupt
 from harness.data import SegDataset
 from harness.optim import build_optimizer, needs_closure
 from harness.train.batches import batch_loss, make_batch
@@ -93,6 +94,7 @@ def train(
         epoch_start = len(losses)
         order = torch.randperm(len(dataset.images), generator=shuffle).numpy()
         for first in range(0, len(order), batch_size):
+            interrupt.check()
             batch = make_batch(dataset, order[first:first + batch_size], jitter_rng,
                                box_jitter).to(device)
             loss = batch_loss(model, batch)

@@ -256,7 +256,9 @@ def run_optimizer_bench(
     """
     if steps < 3:
         raise ValueError("steps must be at least 3")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from harness.model import resolve_device
+
+    dev = resolve_device(device or "auto")
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

@@ -32,7 +32,7 @@ import torch
 
 from harness.config import ProbeConfig
 from harness.data import synthetic_split
-from harness.model import build_model, count_parameters, get_spec
+from harness.model import build_model, count_parameters, get_spec, resolve_device
 from harness.probes.suite import probe_batches, run_probes
 from harness.train.batches import batch_loss
 
@@ -98,7 +98,7 @@ def run_probe_bench(
     """
     if repeats < 5:
         raise ValueError(f"repeats must be at least 5 for a meaningful median, got {repeats}")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device or "auto")
     cfg = dataclasses.replace(ProbeConfig(), batches=batches, batch_size=batch_size,
                               landscape_2d_points=5, seed=seed)
     dataset = synthetic_split("shapes", "train", batches * batch_size,

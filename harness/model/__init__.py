@@ -51,7 +51,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         from harness.errors import HarnessError
 
-        raise HarnessError(f"train.device is {name!r} but this machine has no CUDA device")
+        raise HarnessError(f"device {name!r} asked for, but this machine has no CUDA device")
     return device
 
 

@@ -23,11 +23,16 @@ from mlflow.tracking import MlflowClient
 from harness.config import StudyConfig, dump_yaml
 from harness.data import SegDataset
 from harness.evaluate.ensemble import Ensemble
-from harness.evaluate.segment import evaluate_dataset, predict_dataset
+from harness.evaluate.segment import predict_dataset
 from harness.tracking.costs import PeakMemory
 from harness.tracking.mlflow_log import log_metrics, log_params, runs_with_tags
 from harness.tracking.ondemand import load_logged_model
-from harness.tracking.trial import evaluate_extras, load_splits, recorded_outcome
+from harness.tracking.trial import (
+    clean_metrics,
+    evaluate_extras,
+    load_splits,
+    recorded_outcome,
+)
 
 TIMING_REPEATS = 3
 SUMMED_COSTS = ("cost/train_seconds", "cost/step_seconds", "cost/wall_seconds")
@@ -84,14 +89,13 @@ def run_ensemble(cfg: StudyConfig, name: str, client: MlflowClient, experiment_i
             for s, i in zip(seeds, ids)),
     })
     with recorded_outcome(client, run.info.run_id):
-        return _evaluate(cfg, name, [members[s] for s in seeds], client, run.info.run_id,
-                         progress)
+        return _evaluate(cfg, name, seeds, [members[s] for s in seeds], client,
+                         run.info.run_id, progress)
 
 
-def _evaluate(cfg: StudyConfig, name: str, members: list, client: MlflowClient, run_id: str,
-              progress: bool) -> dict[str, float]:
+def _evaluate(cfg: StudyConfig, name: str, seeds: list[int], members: list,
+              client: MlflowClient, run_id: str, progress: bool) -> dict[str, float]:
     ens = cfg.ensembles[name]
-    seeds = ensemble_seeds(cfg, name)
     log_params(client, run_id, {
         "method": name, "phase": "final", "members": ens.members, "ensemble_size": len(members),
         "aggregation": ens.aggregation, "member_seeds": seeds,
@@ -102,17 +106,15 @@ def _evaluate(cfg: StudyConfig, name: str, members: list, client: MlflowClient, 
                                        "study": cfg.to_dict()}), "config.yaml")
     models = [load_logged_model(r.info.run_id, client=client)[2] for r in members]
     ensemble = Ensemble(models, ens.aggregation)
-    splits = load_splits(cfg)
-    batch_size = cfg.train.eval_batch_size
+    # no probes on an ensemble, so no training split: only what is evaluated
+    splits = load_splits(cfg, tuple(dict.fromkeys([*cfg.evaluate.splits, "test"])))
 
-    summary: dict[str, float] = {}
     with PeakMemory(next(ensemble.parameters()).device) as memory:
-        for split in cfg.evaluate.splits:
-            scores = evaluate_dataset(ensemble, splits[split], batch_size=batch_size)
-            scores.pop("infer_seconds")
-            summary.update({f"{split}/{k}": v for k, v in scores.items()})
+        summary = clean_metrics(cfg, ensemble, splits)
     summary["cost/infer_peak_memory_mb"] = memory.peak_mb
-    summary.update(inference_cost(ensemble, models[0], splits["test"], batch_size))
+    # replaces the single timing above with interleaved, repeated ones beside a member
+    summary.update(inference_cost(ensemble, models[0], splits["test"],
+                                  cfg.train.eval_batch_size))
     for key in SUMMED_COSTS:
         values = [r.data.metrics.get(key) for r in members]
         if None not in values:

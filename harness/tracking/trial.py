@@ -134,10 +134,9 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
     log_metrics(client, run_id, {"model/params": count_parameters(model),
                                  "model/trainable_params": count_parameters(model, True)})
     curves = MetricBuffer(client, run_id)
-    eval_kw = {"batch_size": cfg.train.eval_batch_size}
-
     def validate(m):
-        return {"val/miou": evaluate_dataset(m, splits["val"], boundary=False, **eval_kw)["miou"]}
+        return {"val/miou": evaluate_dataset(m, splits["val"], boundary=False,
+                                             batch_size=cfg.train.eval_batch_size)["miou"]}
 
     try:
         with PeakMemory(device) as memory:
@@ -156,13 +155,8 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
         "cost/step_seconds": result.seconds / max(1, result.steps),
         "cost/peak_memory_mb": memory.peak_mb,
         "train/final_loss": result.final_loss,
+        **clean_metrics(cfg, model, splits),
     }
-    for split in cfg.evaluate.splits:
-        scores = evaluate_dataset(model, splits[split], **eval_kw)
-        seconds = scores.pop("infer_seconds")
-        if split == "test":
-            summary["cost/infer_ms_per_image"] = 1000 * seconds / len(splits[split].images)
-        summary.update({f"{split}/{k}": v for k, v in scores.items()})
     # val/miou is already on the per-epoch curve at this step (same model, same value)
     log_metrics(client, run_id, {k: v for k, v in summary.items() if k != "val/miou"},
                 step=result.steps)
@@ -177,6 +171,20 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
     wall = {"cost/wall_seconds": time.perf_counter() - started}
     log_metrics(client, run_id, wall, step=result.steps)
     return {**summary, **wall}
+
+
+def clean_metrics(cfg: StudyConfig, model: torch.nn.Module,
+                  splits: dict[str, SegDataset]) -> dict[str, float]:
+    """``<split>/{miou,mdice,biou}`` for every split of ``evaluate.splits``, and the test
+    split's prediction time per image as ``cost/infer_ms_per_image``."""
+    out: dict[str, float] = {}
+    for split in cfg.evaluate.splits:
+        scores = evaluate_dataset(model, splits[split], batch_size=cfg.train.eval_batch_size)
+        seconds = scores.pop("infer_seconds")
+        if split == "test":
+            out["cost/infer_ms_per_image"] = 1000 * seconds / len(splits[split].images)
+        out.update({f"{split}/{k}": v for k, v in scores.items()})
+    return out
 
 
 def evaluate_extras(cfg: StudyConfig, model: torch.nn.Module, splits: dict[str, SegDataset],

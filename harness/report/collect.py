@@ -8,11 +8,8 @@ ensemble run, with MLflow's own column names (`metrics.test/miou`, `params.lr`,
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -20,7 +17,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from harness.errors import HarnessError
-from harness.tracking.store import default_storage_url, default_tracking_uri
+from harness.tracking.mlflow_log import quiet_artifacts
+from harness.tracking.store import default_storage_url, default_tracking_uri, local_file
+from harness.tracking.study import key_for
 
 REFERENCE = "adamw"
 RUN_ROLES = ("trial", "ensemble")
@@ -81,25 +80,10 @@ class StudyData:
         return "its final runs have not finished"
 
 
-@contextlib.contextmanager
-def quiet_artifacts():
-    """No MLflow download progress bars: a report reads many tiny artifacts."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-
-
 def _require_store(uri: str, what: str) -> None:
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise HarnessError(f"no {what} at {uri[len('sqlite:///'):]} (set HARNESS_HOME or "
-                           f"pass the URI)")
+    path = local_file(uri)
+    if path is not None and not path.is_file():
+        raise HarnessError(f"no {what} at {path} (set HARNESS_HOME or pass the URI)")
 
 
 def _parent(client: MlflowClient, experiment_id: str, name: str, preset: str | None,
@@ -109,7 +93,7 @@ def _parent(client: MlflowClient, experiment_id: str, name: str, preset: str | N
     parents = runs[role == "study"]
     keys = sorted(set(parents.get("tags.harness.study_key", pd.Series(dtype=object))))
     if preset is not None:
-        key = f"{name}@{preset}" if preset else name
+        key = key_for(name, preset)
     elif len(keys) == 1 or name in keys:
         key = keys[0] if len(keys) == 1 else name
     else:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from pathlib import Path
 
 import mlflow
 import optuna
 import pandas as pd
 
-from harness.report.collect import StudyData, quiet_artifacts
-from harness.tracking.study import PHASES
+from harness.report.collect import StudyData
+from harness.tracking.mlflow_log import quiet_artifacts
+from harness.tracking.store import local_file, optuna_storage
+from harness.tracking.study import PHASES, optuna_study_name
 
 TRIAL_COLUMNS = ("method", "phase", "number", "state", "value", "seed", "params", "hparams",
                  "run_id", "fail_reason", "start", "complete")
@@ -52,12 +53,9 @@ def artifact_tables(data: StudyData, runs: pd.DataFrame, path: str) -> pd.DataFr
 
 
 def _storage(url: str):
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+    path = local_file(url)
+    if path is not None and not path.is_file():
         return None  # reading must not create an empty database
-    if url.startswith("journal://") and not Path(url[len("journal://"):]).is_file():
-        return None
-    from harness.tracking.store import optuna_storage
-
     return optuna_storage(url)
 
 
@@ -71,7 +69,7 @@ def optuna_trials(data: StudyData) -> pd.DataFrame:
             names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
             for method in dict.fromkeys(data.runs["method"].tolist() + data.methods):
                 for phase in PHASES:
-                    name = f"{data.key}/{phase}/{method}"
+                    name = optuna_study_name(data.key, phase, method)
                     if name in names:
                         rows += _trial_rows(optuna.load_study(study_name=name, storage=storage),
                                             method, phase)
@@ -95,7 +93,8 @@ def optuna_user_attrs(data: StudyData, phase: str, method: str) -> dict:
     if storage is None:
         return {}
     try:
-        study = optuna.load_study(study_name=f"{data.key}/{phase}/{method}", storage=storage)
+        study = optuna.load_study(study_name=optuna_study_name(data.key, phase, method),
+                                  storage=storage)
     except KeyError:
         return {}
     return dict(study.user_attrs)

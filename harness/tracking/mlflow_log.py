@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -67,6 +70,21 @@ def log_file(client: MlflowClient, run_id: str, write: callable, filename: str,
         path = Path(tmp) / filename
         write(path)
         client.log_artifact(run_id, str(path), artifact_path)
+
+
+@contextlib.contextmanager
+def quiet_artifacts() -> Iterator[None]:
+    """No MLflow download progress bars inside the block: harness downloads small files."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def runs_with_tags(client: MlflowClient, experiment_ids: Iterable[str],

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import yaml
-from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
 
 from harness.config import study_from_dict
 from harness.errors import HarnessError
 from harness.model import build_model, resolve_device
-from harness.tracking.mlflow_log import log_metrics
+from harness.tracking.mlflow_log import log_metrics, quiet_artifacts
 from harness.tracking.store import tracking_client
 from harness.tracking.trial import MODEL_ARTIFACT, evaluate_extras, load_splits
 
 
 def _download(client, run_id: str, path: str) -> str:
     try:
-        return client.download_artifacts(run_id, path)
+        with quiet_artifacts():  # small files: a progress bar per download would only clutter
+            return client.download_artifacts(run_id, path)
     except (MlflowException, OSError) as exc:
         raise HarnessError(f"run {run_id}: no logged model to load "
                            f"({str(exc).splitlines()[0]})") from None
@@ -26,8 +26,6 @@ def load_logged_model(run_id: str, tracking_uri: str | None = None, client=None)
     """(client, study config, model) of a trial run, from its config.yaml and weights, or of
     an ensemble run, rebuilt from its members' weights; on the config's ``train.device``."""
     client = client or tracking_client(tracking_uri)
-    # small files: MLflow's per-download progress bar would only clutter the output
-    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:

@@ -33,9 +33,18 @@ def default_storage_url() -> str:
     return f"sqlite:///{harness_home() / 'optuna.db'}"
 
 
+def local_file(url: str) -> Path | None:
+    """The file behind a ``sqlite:///…`` or ``journal://…`` URL; None for a server URL."""
+    for scheme in ("sqlite:///", "journal://"):
+        if url.startswith(scheme):
+            return Path(url[len(scheme):])
+    return None
+
+
 def _ensure_parent(url: str) -> None:
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    path = local_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def optuna_storage(url: str | None = None) -> optuna.storages.BaseStorage:
@@ -43,15 +52,13 @@ def optuna_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     killed worker's trial is failed instead of left RUNNING), or `journal:///path/file.log`
     (a journal file, safe for several workers on one host)."""
     url = url or default_storage_url()
-    if url.startswith("journal://"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = Path(url[len("journal://"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
     if "://" not in url:
         raise HarnessError(f"storage must be a URL (sqlite:///…, postgresql://…, journal:///…): {url}")
     _ensure_parent(url)
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(str(local_file(url))))
     with warnings.catch_warnings():
         # heartbeats are "experimental" in Optuna 5 but are the documented zombie-trial fix
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -39,12 +39,22 @@ PHASES = ("tune", "final")
 RESUMABLE_KEYS = ("tuning.trials_per_method", "final_seeds", "description", "ensembles")
 
 
+def key_for(name: str, preset: str | None) -> str:
+    """A study's key: its name, with the preset when one was applied (``name@preset``)."""
+    return f"{name}@{preset}" if preset else name
+
+
 def study_key(cfg: StudyConfig) -> str:
-    return f"{cfg.name}@{cfg.preset}" if cfg.preset else cfg.name
+    return key_for(cfg.name, cfg.preset)
+
+
+def optuna_study_name(key: str, phase: str, method: str) -> str:
+    """The Optuna study holding one phase of one method of the study with `key`."""
+    return f"{key}/{phase}/{method}"
 
 
 def optuna_name(cfg: StudyConfig, phase: str, method: str) -> str:
-    return f"{study_key(cfg)}/{phase}/{method}"
+    return optuna_study_name(study_key(cfg), phase, method)
 
 
 @dataclass

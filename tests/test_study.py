@@ -9,7 +9,6 @@ import time
 import mlflow
 import optuna
 import pytest
-import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -18,7 +17,7 @@ from harness.config import study_from_dict
 from harness.errors import HarnessError
 from harness.model import build_model
 from harness.tracking.store import default_storage_url, default_tracking_uri
-from harness.tracking.study import optuna_name, run_study, study_status
+from harness.tracking.study import optuna_name, run_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

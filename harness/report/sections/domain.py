@@ -10,7 +10,6 @@ from harness.report import style
 from harness.report.document import FigureItem, Section, Table
 from harness.report.figures import ci_bars, ci_lines, legend
 from harness.report.sections.base import Context
-from harness.report.stats import mean_ci
 
 TITLE = "Domain and prompt shift"
 _DOMAIN = re.compile(r"^metrics\.shift/domain/([^/]+)/miou$")

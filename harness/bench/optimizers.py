@@ -35,6 +35,7 @@ import click
 import numpy as np
 import torch
 
+from harness.bench.common import summary, synchronize, torch_threads
 from harness.optim import ASAM, SAM
 
 BASE = torch.optim.AdamW
@@ -220,12 +221,6 @@ def _cuda_memory(contenders: list[_Contender], loss_fn: Callable, every_k: int) 
 # -- the benchmark ------------------------------------------------------------------------------
 
 
-def _summary(samples: list[float]) -> dict[str, float]:
-    q25, median, q75 = np.percentile(samples, [25, 50, 75])
-    return {"median": float(median), "q25": float(q25), "q75": float(q75),
-            "min": float(min(samples)), "max": float(max(samples))}
-
-
 def run_optimizer_bench(
     preset: str = "tiny-64",
     steps: int = 20,
@@ -259,10 +254,8 @@ def run_optimizer_bench(
     from harness.model import resolve_device
 
     dev = resolve_device(device or "auto")
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
+        used_threads = torch.get_num_threads()
         make_model, loss_fn = _segmentation_workload(preset, batch_size, dev, seed)
         contenders = []
         for name, factory in _contenders(every_k).items():
@@ -272,12 +265,10 @@ def run_optimizer_bench(
         param_bytes = sum(p.numel() * p.element_size() for p in contenders[0].model.parameters())
 
         def timed_step(c: _Contender) -> float:
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
+            synchronize(dev)
             start = time.perf_counter()
             c.train_step(loss_fn)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
+            synchronize(dev)
             return time.perf_counter() - start
 
         shuffle = np.random.default_rng(seed)
@@ -291,7 +282,7 @@ def run_optimizer_bench(
                     c.seconds.append(spent[i])
 
         times = {c.name: np.array(c.seconds) for c in contenders}
-        ratios = {f"{a}/{b}": _summary(list(times[a] / times[b])) for a, b in _ratios(every_k)}
+        ratios = {f"{a}/{b}": summary(list(times[a] / times[b])) for a, b in _ratios(every_k)}
         if dev.type == "cuda":
             kind = "cuda max_memory_allocated over one round, minus AdamW's"
             memory = _cuda_memory(contenders, loss_fn, every_k)
@@ -300,12 +291,10 @@ def run_optimizer_bench(
                     "sizes, minus AdamW's")
             memory = _cpu_memory(contenders, loss_fn)
         extra = {name: value - memory["adamw"] for name, value in memory.items() if name != "adamw"}
-    finally:
-        torch.set_num_threads(old_threads)
 
     return {
         "config": {
-            "preset": preset, "device": str(dev), "threads": threads or old_threads,
+            "preset": preset, "device": str(dev), "threads": used_threads,
             "batch_size": batch_size, "rounds": steps, "steps_per_round": every_k,
             "warmup_rounds": warmup, "parameters": n_params, "parameter_bytes": param_bytes,
             "base": f"{BASE.__name__}{BASE_KWARGS}", "torch": torch.__version__,

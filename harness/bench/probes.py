@@ -18,18 +18,17 @@ The model has random (seeded) weights: a probe's cost does not depend on how tra
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import click
 import numpy as np
 import torch
 
+from harness.bench.common import synchronize, torch_threads
 from harness.config import ProbeConfig
 from harness.data import synthetic_split
 from harness.model import build_model, count_parameters, get_spec, resolve_device
@@ -39,33 +38,16 @@ from harness.train.batches import batch_loss
 MAX_OBJECTS = 4  # the study default (DataConfig.max_objects); every image holds at least one
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _step_seconds(model: torch.nn.Module, batches: list, device: torch.device) -> float:
     """Seconds of one forward + backward of ``batch_loss`` over ``batches``, as training does."""
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     for batch in batches:
         batch_loss(model, batch).backward()
-    _synchronize(device)
+    synchronize(device)
     elapsed = time.perf_counter() - start
     model.zero_grad(set_to_none=True)  # as an optimizer step would leave them
     return elapsed
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with ``threads`` torch CPU threads (``None``: as set), restoring the setting after."""
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def run_probe_bench(
@@ -108,7 +90,7 @@ def run_probe_bench(
         torch.manual_seed(seed)
         model = build_model(preset).to(dev)
 
-    with _torch_threads(threads):
+    with torch_threads(threads):
         used_threads = torch.get_num_threads()
         _step_seconds(model, data, dev)  # warm-up: allocator, lazy initialisation
         steps = [_step_seconds(model, data, dev) for _ in range(math.ceil(repeats / 2))]

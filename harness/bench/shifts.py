@@ -26,8 +26,7 @@ import click
 import pandas as pd
 import torch
 
-from harness.bench.optimizers import _summary
-from harness.bench.probes import _torch_threads
+from harness.bench.common import summary, torch_threads
 from harness.config import load_study
 from harness.data import synthetic_split
 from harness.evaluate.shifts import evaluate_shifts
@@ -52,7 +51,7 @@ def run_shift_bench(study: str = "asam-vs-adamw", preset: str | None = "cpu", ro
     d = cfg.data
     seconds: dict[str, list[float]] = {phase: [] for phase in PHASES}
     identical = True
-    with _torch_threads(threads), tempfile.TemporaryDirectory(prefix="bench-shifts-") as tmp:
+    with torch_threads(threads), tempfile.TemporaryDirectory(prefix="bench-shifts-") as tmp:
         for r in range(rounds):
             cache = Path(tmp) / f"round{r}"
             test = synthetic_split(d.domain, "test", d.test_size, d.image_size, d.seed,
@@ -66,9 +65,9 @@ def run_shift_bench(study: str = "asam-vs-adamw", preset: str | None = "cpu", ro
     return {
         "study": cfg.name, "preset": preset, "rounds": rounds, "cells": len(first),
         "masks_per_cell": int(first["n_masks"].iloc[0]), "threads": torch.get_num_threads(),
-        "seconds": {phase: _summary(v) for phase, v in seconds.items()},
-        "first/second": _summary([a / b for a, b in zip(seconds["first"], seconds["second"])]),
-        "first/other": _summary([a / b for a, b in zip(seconds["first"], seconds["other"])]),
+        "seconds": {phase: summary(v) for phase, v in seconds.items()},
+        "first/second": summary([a / b for a, b in zip(seconds["first"], seconds["second"])]),
+        "first/other": summary([a / b for a, b in zip(seconds["first"], seconds["other"])]),
         "second_table_identical": bool(identical),
     }
 

@@ -6,11 +6,18 @@ its traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import click
 
+from harness.bench.optimizers import optimizers_command
+from harness.bench.probes import probes_command
+from harness.bench.shifts import shifts_command
 from harness.errors import HarnessError
+from harness.optim.methods import METHODS as _METHODS
+
+METHOD_NAMES = tuple(_METHODS)
 
 STORAGE_HELP = ("Optuna storage URL: sqlite:///path.db, postgresql://…, or journal:///path.log "
                 "for several workers on one host. Default: sqlite:///$HARNESS_HOME/optuna.db.")
@@ -65,7 +72,7 @@ def study_run(name, preset, storage, tracking_uri, n_trials, quiet):
     """
     from harness import interrupt
     from harness.config import load_study
-    from harness.tracking.study import run_study, study_key
+    from harness.experiment.study import run_study, study_key
 
     cfg = load_study(name, preset)
     if n_trials is not None:
@@ -84,7 +91,7 @@ def study_run(name, preset, storage, tracking_uri, n_trials, quiet):
 def study_status_cmd(name, preset, storage, tracking_uri):
     """Trials of study NAME by method × phase × state (ensemble runs by run status)."""
     from harness.config import load_study
-    from harness.tracking.study import study_status
+    from harness.experiment.study import study_status
 
     _print_status(study_status(load_study(name, preset), storage, tracking_uri))
 
@@ -93,7 +100,7 @@ def study_status_cmd(name, preset, storage, tracking_uri):
 @click.option("--storage", help=STORAGE_HELP)
 def study_list(storage):
     """Studies recorded in the Optuna storage, with their trial counts."""
-    from harness.tracking.study import list_studies
+    from harness.experiment.study import list_studies
 
     studies = list_studies(storage)
     if not studies:
@@ -111,38 +118,63 @@ def _print_status(summary: dict) -> None:
             click.echo(f"{method:<8} {phase:<6} {text or '-'}")
 
 
+def _hparam_options(command):
+    """--<key> options for every hyper-parameter of any registered method (help from the
+    method table), so a new method's settings reach `harness train` without editing here."""
+    from harness.optim.methods import METHODS
+
+    seen: dict[str, tuple[type, str, list[str]]] = {}
+    for method in METHODS.values():
+        for f in dataclasses.fields(method.hparams):
+            kind, doc, users = seen.setdefault(f.name, (f.type, f.metadata.get("doc", ""), []))
+            users.append(method.name)
+    for name, (kind, doc, users) in reversed(seen.items()):
+        applies = "" if len(users) == len(METHODS) else f" ({', '.join(users)})"
+        option = click.option(f"--{name.replace('_', '-')}", name,
+                              type=int if kind in (int, "int") else float,
+                              help=f"{doc}{applies}; default: the study's.")
+        command = option(command)
+    return command
+
+
 @cli.command()
 @click.option("--config", "config_name", default="asam-vs-adamw", show_default=True,
               help="Study name or YAML whose model/data/train settings to use.")
 @click.option("--preset", help="Preset of that study (e.g. smoke).")
-@click.option("--method", type=click.Choice(["adamw", "sam", "asam"]), default="adamw",
+@click.option("--method", type=click.Choice(list(METHOD_NAMES)), default="adamw",
               show_default=True)
-@click.option("--lr", type=float, help="Learning rate (default: the study's).")
-@click.option("--weight-decay", type=float)
-@click.option("--rho", type=float, help="SAM/ASAM neighbourhood size.")
-@click.option("--eta", type=float, help="ASAM's η.")
+@_hparam_options
 @click.option("--epochs", type=click.IntRange(min=1))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tracking-uri", help=TRACKING_HELP)
-def train(config_name, preset, method, lr, weight_decay, rho, eta, epochs, seed, tracking_uri):
+def train(config_name, preset, method, epochs, seed, tracking_uri, **given):
     """Train and evaluate one model; logs one MLflow run (experiment `<study>-train`)."""
-    from harness.config import MethodConfig, load_study
+    from harness.config import load_study, method_config
+    from harness.experiment.trial import TrialSpec, method_hparams, run_trial
+    from harness.optim.methods import METHODS, bound_problem, hparam_names
+    from harness.tracking import schema
     from harness.tracking.store import get_experiment_id, tracking_client
-    from harness.tracking.trial import TrialSpec, method_hparams, run_trial
 
+    given = {k: v for k, v in given.items() if v is not None}
+    spec = METHODS[method]
+    foreign = [k for k in given if k not in hparam_names(spec.hparams)]
+    if foreign:
+        users = [m for m in METHODS if foreign[0] in hparam_names(METHODS[m].hparams)]
+        raise click.UsageError(f"--{foreign[0].replace('_', '-')} applies to "
+                               f"{', '.join(users)} only, not {method}")
+    for key, value in given.items():
+        if (problem := bound_problem(spec.hparams, key, value)) is not None:
+            raise click.UsageError(f"--{key.replace('_', '-')} {problem}")
     cfg = load_study(config_name, preset)
-    cfg.methods.setdefault(method, MethodConfig())
+    cfg.methods.setdefault(method, method_config(method))
     if epochs is not None:
         cfg.train.epochs = epochs
-    given = {"lr": lr, "weight_decay": weight_decay, "rho": rho, "eta": eta}
-    hparams = method_hparams(cfg, method, {k: v for k, v in given.items() if v is not None})
-    if method == "adamw" and (rho is not None or eta is not None):
-        raise click.UsageError("--rho/--eta apply to sam and asam only")
+    hparams = method_hparams(cfg, method, given)
     client = tracking_client(tracking_uri)
     experiment_id = get_experiment_id(client, f"{cfg.name}-train")
     ids = []
-    metrics = run_trial(cfg, TrialSpec(method, hparams, seed, "single"), client, experiment_id,
-                        on_run_created=ids.append)
+    metrics = run_trial(cfg, TrialSpec(method, hparams, seed, schema.PHASE_SINGLE), client,
+                        experiment_id, on_run_created=ids.append)
     click.echo(f"run {ids[0]}")
     _print_metrics(metrics)
 
@@ -165,8 +197,8 @@ def eval_cmd(run_id, shifts, recompute, tracking_uri, quiet):
     HARNESS_HOME/cache/scores, so extending `common` to `all` only computes the new cells.
     An ensemble run (SAM-E) is rebuilt from its member runs' weights.
     """
-    from harness.evaluate.shifts import resolve_shifts
-    from harness.tracking.ondemand import evaluate_run
+    from harness.data.shifts import resolve_shifts
+    from harness.experiment.ondemand import evaluate_run
 
     resolve_shifts(shifts)  # a bad name fails before any model is loaded
     metrics = evaluate_run(run_id, shifts=shifts.split(","), tracking_uri=tracking_uri,
@@ -182,7 +214,7 @@ def probe(run_id, tracking_uri):
 
     Which probes and their settings come from the run's study config (`probes:`).
     """
-    from harness.tracking.ondemand import evaluate_run
+    from harness.experiment.ondemand import evaluate_run
 
     _print_metrics(evaluate_run(run_id, probes=True, tracking_uri=tracking_uri))
 
@@ -201,7 +233,8 @@ def ui(tracking_uri, port, host, dry_run):
     """Open the MLflow UI on the harness store (Ctrl+C stops it)."""
     import subprocess
 
-    from harness.tracking.store import default_tracking_uri, harness_home
+    from harness.home import harness_home
+    from harness.tracking.store import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
@@ -265,18 +298,12 @@ def bench():
     """Measured ratios, side by side in one process (never absolute times alone)."""
 
 
-def _register_benches() -> None:
-    from harness.bench.optimizers import optimizers_command
-    from harness.bench.probes import probes_command
-    from harness.bench.shifts import shifts_command
-
-    bench.add_command(optimizers_command, "optimizers")
-    bench.add_command(probes_command, "probes")
-    bench.add_command(shifts_command, "shifts")
+bench.add_command(optimizers_command, "optimizers")
+bench.add_command(probes_command, "probes")
+bench.add_command(shifts_command, "shifts")
 
 
 def main() -> None:
-    _register_benches()
     cli(prog_name="harness")
 
 

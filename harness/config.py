@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from harness.data.shifts import resolve_shifts
+from harness.data.sources import SOURCES
+from harness.data.synthetic import DOMAINS
 from harness.errors import HarnessError
+from harness.evaluate.ensemble import AGGREGATIONS
+from harness.model import PRESETS, TRAINABLE
+from harness.optim.methods import METHODS, bound_problem, hparam_names
 
-METHODS = ("adamw", "sam", "asam")
 SAMPLERS = ("tpe", "grid")
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+
+Fail = Callable[[str, str], None]  # fail(dotted key, message) raises a HarnessError
 
 
 @dataclass
@@ -30,9 +39,19 @@ class ModelConfig:
     checkpoint: str | None = None
     trainable: str = "all"  # all | decoder | prompt+decoder
 
+    def validate(self, fail: Fail) -> None:
+        if self.preset not in PRESETS:
+            fail("model.preset", f"is {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.trainable not in TRAINABLE:
+            fail("model.trainable", f"must be one of {', '.join(TRAINABLE)}")
+        if self.trainable != "all" and self.checkpoint is None:
+            fail("model.trainable", f"is {self.trainable!r} but model.checkpoint is not set: "
+                 "a frozen, randomly initialised encoder would learn nothing")
+
 
 @dataclass
 class DataConfig:
+    source: str = "synthetic"  # a key of harness.data.sources.SOURCES
     domain: str = "shapes"
     image_size: int = 64
     train_size: int = 200  # images; each holds several instances
@@ -40,6 +59,12 @@ class DataConfig:
     test_size: int = 40
     max_objects: int = 4
     seed: int = 0  # the datasets are the same for every trial, so methods see the same data
+
+    def validate(self, fail: Fail) -> None:
+        if self.source not in SOURCES:
+            fail("data.source", f"is {self.source!r}; choose one of {', '.join(SOURCES)}")
+        for key, message in SOURCES[self.source].problems(self):
+            fail(f"data.{key}", message)
 
 
 @dataclass
@@ -56,6 +81,15 @@ class TrainConfig:
     # this fraction below the first steps' loss; None: only NaN/inf losses stop a run.
     min_loss_drop: float | None = None
 
+    def validate(self, fail: Fail) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                fail(f"train.{key}", "must be ≥ 1")
+        if self.min_loss_drop is not None and not 0 < self.min_loss_drop < 1:
+            fail("train.min_loss_drop", "must be a fraction between 0 and 1 (or null)")
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
+            fail("train.device", f"is {self.device!r}; use auto, cpu, cuda or cuda:N")
+
 
 @dataclass
 class SearchParam:
@@ -65,14 +99,43 @@ class SearchParam:
     choices: list | None = None
 
 
-@dataclass
-class MethodConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    rho: float | None = None  # sam / asam only
-    eta: float | None = None  # asam only
-    every_k: int = 1  # ascend every k-th step (efficient variants)
-    search: dict[str, SearchParam] = field(default_factory=dict)
+@functools.cache
+def method_config_class(method: str) -> type:
+    """The ``methods.<method>`` section: the method's typed hyper-parameters (defaults from
+    the method table) plus its tuning ``search`` space."""
+    return dataclasses.make_dataclass(
+        f"{METHODS[method].display}Config",
+        [("search", dict[str, SearchParam], field(default_factory=dict))],
+        bases=(METHODS[method].hparams,), namespace={"method": method})
+
+
+def method_config(method: str, **values: Any):
+    """A ``methods.<method>`` section with the method's defaults, and `values`."""
+    return method_config_class(method)(**values)
+
+
+def hparams_of(method_cfg) -> Any:
+    """The typed hyper-parameters of a ``methods.<name>`` section (without its search)."""
+    spec = METHODS[method_cfg.method]
+    return spec.hparams(**{k: getattr(method_cfg, k) for k in hparam_names(spec.hparams)})
+
+
+def _validate_method(name: str, method_cfg, fail: Fail) -> None:
+    spec = METHODS[name]
+    for key, message in hparams_of(method_cfg).problems():
+        fail(f"methods.{name}.{key}", message)
+    for pname, space in method_cfg.search.items():
+        key = f"methods.{name}.search.{pname}"
+        if pname not in spec.tunable:
+            fail(key, f"is not tunable for {name} (tunable: {', '.join(spec.tunable)})")
+        if space.choices is None and (space.low is None or space.high is None
+                                      or space.low >= space.high):
+            fail(key, "needs low < high (or choices)")
+        if space.log and space.choices is None and space.low <= 0:
+            fail(key, "has log: true and needs low > 0")
+        for value in space.choices or [space.low]:
+            if (message := bound_problem(spec.hparams, pname, value)) is not None:
+                fail(key, f"would try {pname} = {value!r}, which {message.split(',')[0]}")
 
 
 @dataclass
@@ -86,6 +149,12 @@ class TuningConfig:
     n_startup_trials: int = 4
     multivariate: bool = False
     constant_liar: bool = False
+
+    def validate(self, fail: Fail) -> None:
+        if self.trials_per_method < 1:
+            fail("tuning.trials_per_method", "must be ≥ 1")
+        if self.sampler not in SAMPLERS:
+            fail("tuning.sampler", f"is {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
 
 
 @dataclass
@@ -103,6 +172,23 @@ class EvalConfig:
     # `harness train`); tuning trials only need their validation mIoU.
     in_tuning: bool = False
 
+    def validate(self, fail: Fail) -> None:
+        for split in self.splits:
+            if split not in ("train", "val", "test"):
+                fail("evaluate.splits", f"has {split!r}; use train, val, test")
+        if "val" not in self.splits:
+            fail("evaluate.splits", "must include val: it is the tuning objective")
+        for sev in self.severities:
+            if not 1 <= sev <= 5:
+                fail("evaluate.severities", f"has {sev}; severities are 1..5")
+        for domain in self.domains:
+            if domain not in DOMAINS:
+                fail("evaluate.domains", f"has {domain!r}; choose from {', '.join(DOMAINS)}")
+        try:
+            resolve_shifts(self.shifts)
+        except HarnessError as exc:
+            fail("evaluate.shifts", str(exc))
+
 
 @dataclass
 class EnsembleConfig:
@@ -110,6 +196,11 @@ class EnsembleConfig:
     members: str = "adamw"  # the method whose final runs are the members
     size: int | None = None  # K: the members of the first K final seeds (None: every seed)
     aggregation: str = "mean-logit"  # mean-logit | mean-prob | vote
+
+    def validate(self, key: str, fail: Fail) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            fail(f"{key}.aggregation", f"is {self.aggregation!r}; choose one of "
+                 f"{', '.join(AGGREGATIONS)}")
 
 
 @dataclass
@@ -131,6 +222,23 @@ class ProbeConfig:
     landscape_2d_points: int = 0  # 2-D slice points per axis (odd; 0 disables)
     seed: int = 0
 
+    def validate(self, fail: Fail) -> None:
+        for key in ("landscape_points", "landscape_2d_points"):
+            n = getattr(self, key)
+            if n < 0 or n % 2 == 0 and n:
+                fail(f"probes.{key}", "must be odd (the centre is w itself) or 0")
+        for key in ("sharpness_rho", "asam_rho", "asam_eta", "average_sigma", "landscape_span"):
+            if getattr(self, key) < 0:
+                fail(f"probes.{key}", "must be ≥ 0 (0 disables the probe)")
+        for key in ("average_samples", "trace_samples"):
+            if getattr(self, key) == 1 or getattr(self, key) < 0:
+                fail(f"probes.{key}", "must be 0 (off) or ≥ 2 (a standard error needs two "
+                     "samples)")
+        if self.hessian_k and self.hessian_iters < self.hessian_k:
+            fail("probes.hessian_iters", f"must be ≥ probes.hessian_k ({self.hessian_k})")
+        if self.batches < 1 or self.batch_size < 1:
+            fail("probes.batches", "and probes.batch_size must be ≥ 1")
+
 
 @dataclass
 class StudyConfig:
@@ -139,7 +247,9 @@ class StudyConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    methods: dict[str, MethodConfig] = field(default_factory=dict)
+    # name → method_config_class(name); parsed by _parse_methods, defined below
+    methods: dict[str, Any] = field(default_factory=dict,
+                                    metadata={"parse": lambda *a: _parse_methods(*a)})
     ensembles: dict[str, EnsembleConfig] = field(default_factory=dict)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     final_seeds: list[int] = field(default_factory=lambda: [1, 2])
@@ -150,6 +260,49 @@ class StudyConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def validate(self, fail: Fail) -> None:
+        """Each section checks itself; what spans sections is checked here."""
+        for section in (self.model, self.data, self.train, self.tuning, self.evaluate,
+                        self.probes):
+            section.validate(fail)
+        if not self.methods:
+            fail("methods", "must name at least one method")
+        for name, method_cfg in self.methods.items():
+            _validate_method(name, method_cfg, fail)
+        self._validate_grid(fail)
+        if not self.final_seeds or len(set(self.final_seeds)) != len(self.final_seeds):
+            fail("final_seeds", "must be a non-empty list of distinct seeds")
+        self._validate_ensembles(fail)
+
+    def _validate_grid(self, fail: Fail) -> None:
+        if self.tuning.sampler != "grid":
+            return
+        for name, method_cfg in self.methods.items():
+            size = 1
+            for pname, space in method_cfg.search.items():
+                if space.choices is None:
+                    fail(f"methods.{name}.search.{pname}", "needs choices: tuning.sampler is grid")
+                size *= len(space.choices)
+            if size != self.tuning.trials_per_method:
+                fail("tuning.trials_per_method", f"is {self.tuning.trials_per_method} but the "
+                     f"grid of methods.{name}.search has {size} points: a grid runs each point "
+                     "once")
+
+    def _validate_ensembles(self, fail: Fail) -> None:
+        for name, ens in self.ensembles.items():
+            key = f"ensembles.{name}"
+            if name in METHODS or name in self.methods:
+                fail(key, "reuses an optimizer method's name; call it e.g. sam-e or asam-e")
+            if ens.members not in self.methods:
+                fail(f"{key}.members", f"is {ens.members!r}, not one of this study's methods "
+                     f"({', '.join(self.methods)})")
+            ens.validate(key, fail)
+            if ens.size is not None and not 2 <= ens.size <= len(self.final_seeds):
+                fail(f"{key}.size", f"is {ens.size}; an ensemble needs 2 to "
+                     f"{len(self.final_seeds)} members (one per final seed)")
+            if ens.size is None and len(self.final_seeds) < 2:
+                fail(key, "needs at least 2 final_seeds: its members are the final runs")
 
 
 # ---------------------------------------------------------------- generic typed conversion
@@ -202,16 +355,38 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
 
 def _build(cls, data: dict, prefix: str, source: str):
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
+        if key not in fields:
             raise HarnessError(
-                f"{source}: unknown key '{dotted}' (expected one of: {', '.join(sorted(names))})"
+                f"{source}: unknown key '{dotted}' (expected one of: {', '.join(sorted(fields))})"
             )
-        kwargs[key] = _convert(value, hints[key], dotted, source)
+        parse = fields[key].metadata.get("parse", _convert)
+        kwargs[key] = parse(value, hints[key], dotted, source)
     return cls(**kwargs)
+
+
+def _parse_methods(value: Any, tp: Any, key: str, source: str) -> dict:
+    """``methods:``: each entry is typed by its own method's hyper-parameters."""
+    if not isinstance(value, dict):
+        raise HarnessError(f"{source}: key '{key}' must be a mapping, got {value!r}")
+    out = {}
+    for name, section in value.items():
+        dotted = f"{key}.{name}"
+        if name not in METHODS:
+            raise HarnessError(f"{source}: key '{dotted}' is not a method; choose from "
+                               f"{', '.join(METHODS)}")
+        section = section or {}
+        cls = method_config_class(name)
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        extra = [k for k in section if k not in allowed] if isinstance(section, dict) else []
+        if extra:
+            raise HarnessError(f"{source}: key '{dotted}' has {', '.join(map(str, extra))}, "
+                               f"which {name} does not take (its keys: {', '.join(allowed)})")
+        out[str(name)] = _convert(section, cls, dotted, source)
+    return out
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
@@ -222,132 +397,6 @@ def _deep_merge(base: dict, override: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-# ---------------------------------------------------------------- semantic checks
-def _validate(cfg: StudyConfig, source: str) -> None:
-    from harness.data.synthetic import DOMAINS
-    from harness.model import PRESETS, TRAINABLE
-
-    def fail(key: str, msg: str):
-        raise HarnessError(f"{source}: key '{key}' {msg}")
-
-    if cfg.model.preset not in PRESETS:
-        fail("model.preset", f"is {cfg.model.preset!r}; choose one of {', '.join(PRESETS)}")
-    if cfg.model.trainable not in TRAINABLE:
-        fail("model.trainable", f"must be one of {', '.join(TRAINABLE)}")
-    if cfg.model.trainable != "all" and cfg.model.checkpoint is None:
-        fail("model.trainable", f"is {cfg.model.trainable!r} but model.checkpoint is not set: "
-             "a frozen, randomly initialised encoder would learn nothing")
-    if cfg.data.domain not in DOMAINS:
-        fail("data.domain", f"is {cfg.data.domain!r}; choose one of {', '.join(DOMAINS)}")
-    for key in ("image_size", "train_size", "val_size", "test_size", "max_objects"):
-        if getattr(cfg.data, key) < 1:
-            fail(f"data.{key}", "must be ≥ 1")
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        if getattr(cfg.train, key) < 1:
-            fail(f"train.{key}", "must be ≥ 1")
-    if not cfg.methods:
-        fail("methods", "must name at least one method")
-    for name, method in cfg.methods.items():
-        if name not in METHODS:
-            fail(f"methods.{name}", f"is not a method; choose from {', '.join(METHODS)}")
-        if name == "adamw" and (method.rho is not None or method.eta is not None):
-            fail(f"methods.{name}", "has rho/eta, which only sam and asam use")
-        if name == "sam" and method.eta is not None:
-            fail(f"methods.{name}.eta", "is an asam parameter")
-        if method.every_k < 1:
-            fail(f"methods.{name}.every_k", "must be ≥ 1")
-        tunable = {"lr", "weight_decay"} | ({"rho"} if name != "adamw" else set()) | (
-            {"eta"} if name == "asam" else set())
-        for pname, space in method.search.items():
-            key = f"methods.{name}.search.{pname}"
-            if pname not in tunable:
-                fail(key, f"is not tunable for {name} (tunable: {', '.join(sorted(tunable))})")
-            if space.choices is None and (space.low is None or space.high is None
-                                          or space.low >= space.high):
-                fail(key, "needs low < high (or choices)")
-            if space.log and space.choices is None and space.low <= 0:
-                fail(key, "has log: true and needs low > 0")
-    if cfg.tuning.trials_per_method < 1:
-        fail("tuning.trials_per_method", "must be ≥ 1")
-    if cfg.train.min_loss_drop is not None and not 0 < cfg.train.min_loss_drop < 1:
-        fail("train.min_loss_drop", "must be a fraction between 0 and 1 (or null)")
-    if cfg.train.device != "auto" and cfg.train.device.split(":")[0] not in ("cpu", "cuda"):
-        fail("train.device", f"is {cfg.train.device!r}; use auto, cpu, cuda or cuda:N")
-    _validate_sampler(cfg, fail)
-    if not cfg.final_seeds or len(set(cfg.final_seeds)) != len(cfg.final_seeds):
-        fail("final_seeds", "must be a non-empty list of distinct seeds")
-    _validate_ensembles(cfg, fail)
-    for split in cfg.evaluate.splits:
-        if split not in ("train", "val", "test"):
-            fail("evaluate.splits", f"has {split!r}; use train, val, test")
-    if "val" not in cfg.evaluate.splits:
-        fail("evaluate.splits", "must include val: it is the tuning objective")
-    for sev in cfg.evaluate.severities:
-        if not 1 <= sev <= 5:
-            fail("evaluate.severities", f"has {sev}; severities are 1..5")
-    for domain in cfg.evaluate.domains:
-        if domain not in DOMAINS:
-            fail("evaluate.domains", f"has {domain!r}; choose from {', '.join(DOMAINS)}")
-    if cfg.evaluate.shifts:
-        from harness.evaluate.shifts import resolve_shifts
-
-        try:
-            resolve_shifts(cfg.evaluate.shifts)
-        except HarnessError as exc:
-            fail("evaluate.shifts", str(exc))
-    probes = cfg.probes
-    for key in ("landscape_points", "landscape_2d_points"):
-        n = getattr(probes, key)
-        if n < 0 or n % 2 == 0 and n:
-            fail(f"probes.{key}", "must be odd (the centre is w itself) or 0")
-    for key in ("sharpness_rho", "asam_rho", "asam_eta", "average_sigma", "landscape_span"):
-        if getattr(probes, key) < 0:
-            fail(f"probes.{key}", "must be ≥ 0 (0 disables the probe)")
-    for key in ("average_samples", "trace_samples"):
-        if getattr(probes, key) == 1 or getattr(probes, key) < 0:
-            fail(f"probes.{key}", "must be 0 (off) or ≥ 2 (a standard error needs two samples)")
-    if probes.hessian_k and probes.hessian_iters < probes.hessian_k:
-        fail("probes.hessian_iters", f"must be ≥ probes.hessian_k ({probes.hessian_k})")
-    if probes.batches < 1 or probes.batch_size < 1:
-        fail("probes.batches", "and probes.batch_size must be ≥ 1")
-
-
-def _validate_sampler(cfg: StudyConfig, fail) -> None:
-    if cfg.tuning.sampler not in SAMPLERS:
-        fail("tuning.sampler", f"is {cfg.tuning.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if cfg.tuning.sampler != "grid":
-        return
-    for name, method in cfg.methods.items():
-        size = 1
-        for pname, space in method.search.items():
-            if space.choices is None:
-                fail(f"methods.{name}.search.{pname}", "needs choices: tuning.sampler is grid")
-            size *= len(space.choices)
-        if size != cfg.tuning.trials_per_method:
-            fail("tuning.trials_per_method", f"is {cfg.tuning.trials_per_method} but the grid "
-                 f"of methods.{name}.search has {size} points: a grid runs each point once")
-
-
-def _validate_ensembles(cfg: StudyConfig, fail) -> None:
-    from harness.evaluate.ensemble import AGGREGATIONS
-
-    for name, ens in cfg.ensembles.items():
-        key = f"ensembles.{name}"
-        if name in METHODS or name in cfg.methods:
-            fail(key, "reuses an optimizer method's name; call it e.g. sam-e or asam-e")
-        if ens.members not in cfg.methods:
-            fail(f"{key}.members", f"is {ens.members!r}, not one of this study's methods "
-                 f"({', '.join(cfg.methods)})")
-        if ens.aggregation not in AGGREGATIONS:
-            fail(f"{key}.aggregation", f"is {ens.aggregation!r}; choose one of "
-                 f"{', '.join(AGGREGATIONS)}")
-        if ens.size is not None and not 2 <= ens.size <= len(cfg.final_seeds):
-            fail(f"{key}.size", f"is {ens.size}; an ensemble needs 2 to "
-                 f"{len(cfg.final_seeds)} members (one per final seed)")
-        if ens.size is None and len(cfg.final_seeds) < 2:
-            fail(key, "needs at least 2 final_seeds: its members are the final runs")
 
 
 # ---------------------------------------------------------------- loading
@@ -380,7 +429,11 @@ def study_from_dict(data: dict, preset: str | None = None, source: str = "<dict>
         data = _deep_merge(data, presets[preset])
     source_key = f"{source} (preset {preset})" if preset else source
     cfg = _build(StudyConfig, {**data, "preset": preset}, "", source_key)
-    _validate(cfg, source_key)
+
+    def fail(key: str, message: str) -> None:
+        raise HarnessError(f"{source_key}: key '{key}' {message}")
+
+    cfg.validate(fail)
     return cfg
 
 

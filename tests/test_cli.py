@@ -8,9 +8,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from harness.cli import _register_benches, cli
+from harness.cli import cli
 
-_register_benches()
 
 
 def invoke(*args):
@@ -29,7 +28,8 @@ def test_help_lists_commands():
     (("study", "run", "no-such-study"), "no study named 'no-such-study'"),
     (("study", "run", "asam-vs-adamw", "--preset", "huge"), "no preset 'huge'"),
     (("study", "run", "missing.yaml"), "study file not found: missing.yaml"),
-    (("train", "--preset", "smoke", "--method", "adamw", "--rho", "0.1"), "--rho/--eta"),
+    (("train", "--preset", "smoke", "--method", "adamw", "--rho", "0.1"),
+     "--rho applies to sam, asam only"),
 ])
 def test_user_errors_exit_2_with_one_line(home, args, needle):
     result = invoke(*args)

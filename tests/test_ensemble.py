@@ -16,7 +16,7 @@ from harness.evaluate.segment import evaluate_dataset, predict_dataset
 from harness.model import build_model
 from harness.tracking.mlflow_log import runs_with_tags
 from harness.tracking.store import get_experiment_id, tracking_client
-from harness.tracking.study import run_study
+from harness.experiment.study import run_study
 
 # Three pixels where the rules disagree (K = 3 members, one row per member):
 #   (+8, -2, -2): mean logit +4/3 → fg; mean prob (0.9997 + 2·0.1192)/3 = 0.41 → bg; 1 vote → bg

@@ -11,6 +11,7 @@ import torch
 from harness import interrupt
 from harness.data import synthetic_split
 from harness.model import build_model
+from harness.optim import Hparams
 from harness.train.loop import train
 
 
@@ -45,5 +46,5 @@ def test_training_stops_at_the_next_step(installed, tmp_path):
     _InterruptedFinalizer()
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        train(build_model("tiny-32"), data, "adamw", {"lr": 1e-3, "weight_decay": 0.0},
+        train(build_model("tiny-32"), data, "adamw", Hparams(lr=1e-3, weight_decay=0.0),
               epochs=1, batch_size=2, seed=0, progress=False)

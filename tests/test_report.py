@@ -4,6 +4,7 @@ studies recorded in a temporary HARNESS_HOME (no mocks of MLflow or Optuna)."""
 import copy
 import math
 
+import mlflow
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -19,7 +20,7 @@ from harness.report.sections import curves, severity
 from harness.report.sections.base import Context, ShiftFilter
 from harness.report.stats import kendall, mean_ci, paired
 from harness.report.style import method_colors, report_style
-from harness.tracking.study import run_study
+from harness.experiment.study import run_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -81,6 +82,29 @@ def test_kendall_tau_on_a_known_ranking():
     assert c.tau == pytest.approx(0.8) and c.p == pytest.approx(10 / 120) and c.n == 5
     reverse = kendall([1, 2, 3], [3, 2, math.nan])  # the NaN pair is dropped: n = 2 < 3
     assert math.isnan(reverse.tau) and reverse.n == 2
+
+
+def test_section_numbers_follow_the_order_of_the_sections(monkeypatch):
+    from harness.report import sections
+    from harness.report.sections.base import new_section
+
+    monkeypatch.setattr(sections, "ORDER", tuple(reversed(sections.ORDER)))
+    assert new_section(severity.__name__).heading == (
+        f"{len(sections.ORDER) - 1}. {severity.TITLE}")
+
+
+def test_every_sharpness_aware_method_gets_the_generic_cost_claims(monkeypatch):
+    from dataclasses import replace
+
+    from harness.optim.methods import METHODS
+    from harness.report.sections import cost
+
+    monkeypatch.setitem(METHODS, "gsam", replace(METHODS["sam"], name="gsam", display="GSAM"))
+    claims = {(c.method, c.kind): c.stated for c in cost._all_claims()}
+    assert claims["gsam", "train"].startswith("×2 (two forward–backward passes")
+    assert claims["gsam", "inference"] == "+0 % (same network)"
+    assert claims["asam", "train"] == "+20–30 %"  # the article's statement, not the generic
+    assert ("adamw", "train") not in claims
 
 
 def test_each_method_keeps_its_colour_whatever_the_other_methods():
@@ -207,6 +231,17 @@ def test_a_method_has_one_colour_in_every_figure(recorded):
     for method in ("adamw", "asam"):
         colours = set().union(*(line_colors(fig, method) for fig in figures))
         assert colours == {ctx.colors[method]}
+
+
+def test_report_leaves_the_process_mlflow_tracking_uri_alone(recorded, tmp_path):
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    sentinel = f"sqlite:///{tmp_path}/sentinel.db"
+    mlflow.set_tracking_uri(sentinel)
+    try:
+        build_report("tiny", out=tmp_path / "r", formats=["csv"])
+        assert mlflow.get_tracking_uri() == sentinel
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 def test_unknown_store_is_a_user_error(tmp_path):

@@ -17,7 +17,7 @@ from harness.config import study_from_dict
 from harness.errors import HarnessError
 from harness.model import build_model
 from harness.tracking.store import default_storage_url, default_tracking_uri
-from harness.tracking.study import optuna_name, run_study
+from harness.experiment.study import optuna_name, run_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -68,8 +68,8 @@ def test_study_records_parent_and_one_child_per_trial(home, tiny_study_dict):
     weights = client.download_artifacts(run.info.run_id, "model/state_dict.pt")
     model = build_model("tiny-32", checkpoint=weights)
     from harness.evaluate.segment import evaluate_dataset
-    from harness.tracking.trial import load_splits
-    test = load_splits(cfg, ["test"])["test"]
+    from harness.data.sources import load_splits
+    test = load_splits(cfg.data, ["test"])["test"]
     assert evaluate_dataset(model, test)["miou"] == pytest.approx(
         run.data.metrics["test/miou"], abs=1e-9)
     parent = client.get_run(parents["run_id"].iloc[0])

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from harness.config import study_from_dict
 from harness.errors import HarnessError
 from harness.tracking.store import default_storage_url, default_tracking_uri
-from harness.tracking.study import optuna_name, run_study
+from harness.experiment.study import optuna_name, run_study
 
 RHOS = [0.05, 1.0e12]  # 1e12 perturbs the weights past float32: non-finite at step 0
 

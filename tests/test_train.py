@@ -10,6 +10,7 @@ from harness.data import synthetic_split
 from harness.model import build_model
 from harness.train.batches import batch_loss, fixed_batches
 from harness.train.losses import dice_loss, focal_loss, hard_iou, segmentation_loss
+from harness.optim import get_method
 from harness.train.loop import TrainingDiverged, train, warmup_cosine
 
 
@@ -41,11 +42,15 @@ def test_warmup_cosine_schedule():
     assert f(9) == pytest.approx(0.5) and f(14) == pytest.approx(0.0)
 
 
+def hp(method, values):
+    return get_method(method).defaults(**values)
+
+
 def _train(dataset, method="adamw", seed=0, **hp):
     torch.manual_seed(seed)
     model = build_model("tiny-32")
     losses = []
-    hparams = {"lr": 1e-3, "weight_decay": 0.01, **hp}
+    hparams = get_method(method).defaults(lr=1e-3, weight_decay=0.01, **hp)
     train(model, dataset, method, hparams, epochs=2, batch_size=4, seed=seed, warmup_steps=1,
           grad_clip=1.0, log=lambda step, m: losses.append(m["train/loss"]), progress=False)
     return model, losses
@@ -68,8 +73,8 @@ def test_training_reduces_loss_on_fixed_batches(dataset):
     model = build_model("tiny-32")
     batches = fixed_batches(dataset, 1, 8, seed=0)
     before = batch_loss(model, batches[0]).item()
-    train(model, dataset, "adamw", {"lr": 3e-3, "weight_decay": 0.0}, epochs=25, batch_size=2,
-          seed=0, box_jitter=0.0, progress=False)
+    train(model, dataset, "adamw", hp("adamw", {"lr": 3e-3, "weight_decay": 0.0}), epochs=25,
+          batch_size=2, seed=0, box_jitter=0.0, progress=False)
     assert batch_loss(model, batches[0]).item() < 0.6 * before
 
 
@@ -77,7 +82,7 @@ def test_divergence_raises_with_step(dataset):
     torch.manual_seed(0)
     model = build_model("tiny-32")
     with pytest.raises(TrainingDiverged, match=r"(loss became (nan|inf)|non-finite) .*step \d+"):
-        train(model, dataset, "adamw", {"lr": 1e30, "weight_decay": 0.0}, epochs=3,
+        train(model, dataset, "adamw", hp("adamw", {"lr": 1e30, "weight_decay": 0.0}), epochs=3,
               batch_size=4, seed=0, grad_clip=None, progress=False)
 
 
@@ -96,12 +101,13 @@ def test_collapse_check_stops_a_run_that_does_not_learn(dataset):
     # lr 0: the loss cannot drop, so a 10 % drop requirement stops the run after epoch 2
     torch.manual_seed(0)
     with pytest.raises(TrainingDiverged, match=r"collapsed: mean loss of epoch 2 .*step 6"):
-        train(build_model("tiny-32"), dataset, "sam", {"lr": 0.0, "weight_decay": 0.0,
-                                                        "rho": 0.05}, epochs=3, batch_size=2,
-              seed=0, progress=False, min_loss_drop=0.1)
+        train(build_model("tiny-32"), dataset, "sam", hp("sam", {"lr": 0.0, "weight_decay": 0.0,
+                                                                 "rho": 0.05}),
+              epochs=3, batch_size=2, seed=0, progress=False, min_loss_drop=0.1)
     # the same run without the check finishes; a learning run (2.7 % lower by epoch 2) passes
-    train(build_model("tiny-32"), dataset, "sam", {"lr": 0.0, "weight_decay": 0.0, "rho": 0.05},
+    train(build_model("tiny-32"), dataset, "sam",
+          hp("sam", {"lr": 0.0, "weight_decay": 0.0, "rho": 0.05}),
           epochs=2, batch_size=2, seed=0, progress=False)
     torch.manual_seed(0)
-    train(build_model("tiny-32"), dataset, "adamw", {"lr": 3e-3, "weight_decay": 0.0},
+    train(build_model("tiny-32"), dataset, "adamw", hp("adamw", {"lr": 3e-3, "weight_decay": 0.0}),
           epochs=3, batch_size=2, seed=0, box_jitter=0.0, progress=False, min_loss_drop=0.01)

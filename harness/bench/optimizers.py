@@ -35,7 +35,8 @@ import click
 import numpy as np
 import torch
 
-from harness.bench.common import summary, synchronize, torch_threads
+from harness.bench.common import summary
+from harness.model.device import synchronize, torch_threads
 from harness.optim import ASAM, SAM
 
 BASE = torch.optim.AdamW

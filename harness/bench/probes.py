@@ -28,9 +28,9 @@ import click
 import numpy as np
 import torch
 
-from harness.bench.common import synchronize, torch_threads
-from harness.config import ProbeConfig
-from harness.data import synthetic_split
+from harness.model.device import synchronize, torch_threads
+from harness.config import DataConfig, ProbeConfig
+from harness.data.sources import load_split
 from harness.model import build_model, count_parameters, get_spec, resolve_device
 from harness.probes.suite import probe_batches, run_probes
 from harness.train.batches import batch_loss
@@ -83,8 +83,9 @@ def run_probe_bench(
     dev = resolve_device(device or "auto")
     cfg = dataclasses.replace(ProbeConfig(), batches=batches, batch_size=batch_size,
                               landscape_2d_points=5, seed=seed)
-    dataset = synthetic_split("shapes", "train", batches * batch_size,
-                              get_spec(preset).image_size, seed, MAX_OBJECTS, cache_dir=None)
+    dataset = load_split(DataConfig(domain="shapes", train_size=batches * batch_size,
+                                    image_size=get_spec(preset).image_size, seed=seed,
+                                    max_objects=MAX_OBJECTS), "train")
     data = [batch.to(dev) for batch in probe_batches(dataset, cfg)]
     with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the caller's RNG alone
         torch.manual_seed(seed)

@@ -26,9 +26,10 @@ import click
 import pandas as pd
 import torch
 
-from harness.bench.common import summary, torch_threads
+from harness.bench.common import summary
+from harness.model.device import torch_threads
 from harness.config import load_study
-from harness.data import synthetic_split
+from harness.data.sources import load_split
 from harness.evaluate.shifts import evaluate_shifts
 from harness.model import build_model
 
@@ -48,14 +49,12 @@ def run_shift_bench(study: str = "asam-vs-adamw", preset: str | None = "cpu", ro
     for seed in (0, 1):
         torch.manual_seed(seed)
         models.append(build_model(cfg.model.preset).eval())
-    d = cfg.data
     seconds: dict[str, list[float]] = {phase: [] for phase in PHASES}
     identical = True
     with torch_threads(threads), tempfile.TemporaryDirectory(prefix="bench-shifts-") as tmp:
         for r in range(rounds):
             cache = Path(tmp) / f"round{r}"
-            test = synthetic_split(d.domain, "test", d.test_size, d.image_size, d.seed,
-                                   d.max_objects, cache)
+            test = load_split(cfg.data, "test", cache)
             t_first, first = _timed_suite(models[0], cfg, test, cache, progress)
             t_other, _ = _timed_suite(models[1], cfg, test, cache, progress)
             t_second, second = _timed_suite(models[0], cfg, test, cache, progress)

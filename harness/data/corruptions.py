@@ -54,7 +54,6 @@ import math
 import multiprocessing
 import os
 import re
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -64,6 +63,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.atomic import atomic_write
 from harness.errors import HarnessError
 
 _FAMILIES: dict[str, tuple[str, ...]] = {
@@ -248,16 +248,8 @@ def _load(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.save(f, array)
 
 
 # --------------------------------------------------------------------------- building

@@ -8,12 +8,12 @@ what every consumer wants, and it saves to a single `.npz`.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from harness.atomic import atomic_write
 from harness.data import synthetic
 from harness.errors import HarnessError
 
@@ -56,9 +56,8 @@ class SegDataset:
         return SegDataset(images, self.masks, self.owner, name)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, images=self.images, masks=self.masks, owner=self.owner)
-        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+        with atomic_write(path) as f:  # a concurrent reader never sees half a file
+            np.savez(f, images=self.images, masks=self.masks, owner=self.owner)
 
     @classmethod
     def load(cls, path: Path, name: str | None = None) -> "SegDataset":

@@ -22,13 +22,13 @@ unreadable file counts as a miss and is recomputed.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from harness.atomic import atomic_write
 
 SCORES_VERSION = 1
 
@@ -72,16 +72,8 @@ class ScoreCache:
         return scores
 
     def put(self, identity: str, scores: dict[str, np.ndarray]) -> None:
-        path = self._path(identity)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **scores)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(self._path(identity)) as f:
+            np.savez(f, **scores)
 
 
 __all__ = ["SCORES_VERSION", "ScoreCache", "model_digest"]

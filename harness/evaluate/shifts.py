@@ -21,32 +21,30 @@ different sample. Corrupted sets are generated once, in parallel, and cached on 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
-from harness.config import StudyConfig
-from harness.data import SegDataset, synthetic_split
-from harness.data.corruptions import (
-    CORRUPTION_GROUPS,
-    build_corruption_cache,
-    corruption_cells,
-    resolve_corruptions,
-)
-from harness.errors import HarnessError
+from harness.data import SegDataset
+from harness.data.corruptions import build_corruption_cache, corruption_cells
+from harness.data.shifts import SHIFT_GROUPS, resolve_shifts
+from harness.data.sources import load_split
 from harness.evaluate.metrics import CLEAN, METRICS, aggregate_shift_table
 from harness.evaluate.score_cache import ScoreCache
 from harness.evaluate.segment import mean_scores, predict_dataset, score_masks
+from harness.tracking import schema
 
-SHIFT_GROUPS = ("domain", "prompt")
-"""Shift spec names accepted besides corruption groups and names. Never implied by ``all``."""
+if TYPE_CHECKING:  # evaluation reads a config; the config module imports the registries here
+    from harness.config import StudyConfig
 
 KINDS = (CLEAN, "corruption", "domain", "prompt")
 """Values of the table's ``kind`` column."""
@@ -59,33 +57,6 @@ CELL_METRICS = ("miou", "biou")
 
 
 # --------------------------------------------------------------------------- the spec
-
-
-def resolve_shifts(spec: list[str] | str) -> dict:
-    """Validate a shift spec and expand it: ``{"corruptions": [...], "domain": bool,
-    "prompt": bool}``.
-
-    ``spec`` is a list of names or a comma-separated string. Corruption groups expand in
-    ImageNet-C order without duplicates; an empty spec means clean only. An unknown name
-    raises :class:`HarnessError` naming it (config validation prefixes the message with
-    ``key 'evaluate.shifts'``).
-    """
-    tokens = spec.split(",") if isinstance(spec, str) else list(spec)
-    tokens = [token.strip() for token in tokens if token.strip()]
-    known_corruptions = set(CORRUPTION_GROUPS) | set(CORRUPTION_GROUPS["all"])
-    for token in tokens:
-        if token not in known_corruptions and token not in SHIFT_GROUPS:
-            raise HarnessError(
-                f"has unknown shift {token!r}; use a corruption "
-                f"({', '.join(CORRUPTION_GROUPS['all'])}), a corruption group "
-                f"({', '.join(CORRUPTION_GROUPS)}), or {' / '.join(SHIFT_GROUPS)}"
-            )
-    corruption_tokens = [token for token in tokens if token not in SHIFT_GROUPS]
-    return {
-        # resolve_corruptions refuses an empty spec; here "no corruptions" is legitimate
-        "corruptions": resolve_corruptions(corruption_tokens) if corruption_tokens else [],
-        **{group: group in tokens for group in SHIFT_GROUPS},
-    }
 
 
 # --------------------------------------------------------------------------- the table
@@ -124,9 +95,7 @@ def _corrupted(clean: SegDataset, images: np.ndarray, name: str) -> SegDataset:
 
 def _domain_test(cfg: StudyConfig, domain: str, cache_dir: Path) -> SegDataset:
     """Another domain's test split, made like the study's own and cut like the clean row."""
-    d = cfg.data
-    split = synthetic_split(domain, "test", d.test_size, d.image_size, d.seed, d.max_objects,
-                            cache_dir)
+    split = load_split(dataclasses.replace(cfg.data, domain=domain), "test", cache_dir)
     return first_images(split, cfg.evaluate.shift_images)
 
 
@@ -222,12 +191,19 @@ def evaluate_shifts(model: torch.nn.Module, cfg: StudyConfig, test: SegDataset,
 
 # --------------------------------------------------------------------------- metric names
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. ]")
 
 
-def _metric_path(shift: str) -> str:
-    """A shift name as MLflow metric path segments: ``domain:lesions`` → ``domain/lesions``."""
-    return _UNSAFE.sub("_", shift.replace(":", "/"))
+def _cell_metric_name(kind: str, shift: str, severity: int) -> Callable[[str], str]:
+    """metric → its MLflow name for one cell (names from :mod:`harness.tracking.schema`)."""
+    detail = _UNSAFE.sub("_", shift.partition(":")[2])  # domain:lesions → lesions
+    if kind == "corruption":
+        return partial(schema.corruption_metric, shift, severity)
+    if kind == "domain":
+        return partial(schema.domain_metric, detail)
+    if detail == "box_jitter":
+        return partial(schema.jitter_metric, severity)
+    return schema.point_metric
 
 
 def shift_metrics(table: pd.DataFrame) -> dict[str, float]:
@@ -256,14 +232,12 @@ def shift_metrics(table: pd.DataFrame) -> dict[str, float]:
     clean_miou = summary.get(f"{CLEAN}/miou")
 
     for cell in cells[cells["kind"] != CLEAN].itertuples(index=False):
-        prefix = f"shift/{_metric_path(cell.shift)}"
-        if cell.severity:  # corruption severity or box-jitter level index
-            prefix += f"/{'s' if cell.kind == 'corruption' else 'l'}{int(cell.severity)}"
+        name = _cell_metric_name(cell.kind, cell.shift, int(cell.severity))
         for m in CELL_METRICS:
             if m in metrics:
-                out[f"{prefix}/{m}"] = float(getattr(cell, m))
+                out[name(m)] = float(getattr(cell, m))
         if cell.kind == "domain" and clean_miou is not None and "miou" in metrics:
-            out[f"{prefix}/relative"] = cell.miou / clean_miou if clean_miou else math.nan
+            out[name("relative")] = cell.miou / clean_miou if clean_miou else math.nan
     return out
 
 

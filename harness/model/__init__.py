@@ -14,6 +14,7 @@ from harness.model.decoder import (
     predict_from_embeddings,
     predict_masks,
 )
+from harness.model.device import resolve_device, synchronize, torch_threads
 from harness.model.presets import PRESETS, ModelSpec, build_from_spec, get_spec
 
 TRAINABLE = ("all", "decoder", "prompt+decoder")
@@ -43,18 +44,6 @@ def set_trainable(model: Sam, trainable: str) -> None:
         param.requires_grad_(name.split(".")[0] not in frozen)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from harness.errors import HarnessError
-
-        raise HarnessError(f"device {name!r} asked for, but this machine has no CUDA device")
-    return device
-
-
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
@@ -63,4 +52,5 @@ __all__ = [
     "PRESETS", "TRAINABLE", "ModelSpec", "build_model", "build_from_spec", "count_parameters",
     "decode_masks", "encode_images", "get_spec", "load_state_dict", "load_weights",
     "predict_from_embeddings", "predict_masks", "resolve_device", "set_trainable",
+    "synchronize", "torch_threads",
 ]

@@ -15,19 +15,22 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.optim.methods import METHODS
 from harness.report import pdf
-from harness.report.collect import load_study_data
+from harness.report.collect import REFERENCE, load_study_data
 from harness.report.document import FORMATS, FigureItem, Section, write_figure, write_table
 from harness.report.provenance import now
 from harness.report.sections import ORDER, TITLES
 from harness.report.sections import provenance as provenance_section
 from harness.report.sections import summary
 from harness.report.sections.base import Context, ShiftFilter
-from harness.report.style import method_colors, report_style
+from harness.report.style import display_name, method_colors, report_style
 
 SECTION_TITLES = TITLES
-QUESTION = ("Does sharpness-aware training (SAM, ASAM) make Segment Anything more robust under "
-            "distribution shift than AdamW or an ensemble (SAM-E), and at what cost?")
+_SHARPNESS_AWARE = ", ".join(m.display for m in METHODS.values() if m.sharpness_aware)
+QUESTION = (f"Does sharpness-aware training ({_SHARPNESS_AWARE}) make Segment Anything more "
+            f"robust under distribution shift than {display_name(REFERENCE)} or an ensemble "
+            "(SAM-E), and at what cost?")
 
 
 def _formats(formats: Iterable[str] | None) -> set[str]:
@@ -87,8 +90,9 @@ def build_report(study: str, preset: str | None = None, out: str | Path | None =
     with report_style():
         ctx = Context(data, method_colors(data.all_methods), shift_filter,
                       draw=bool(chosen & {"pdf", "png"}))
-        sections: list[Section] = [m.build(ctx) for m in ORDER if m is not provenance_section]
-        sections.append(provenance_section.build(ctx, stamp))
+        # in ORDER, whatever it is: a section's number is its place there
+        sections: list[Section] = [m.build(ctx, stamp) if m is provenance_section
+                                   else m.build(ctx) for m in ORDER]
         written: set[Path] = set()
         for section in sections:
             for block in section.blocks:

@@ -1,9 +1,10 @@
 """Read one recorded study back from MLflow: its runs as one tidy table, its config, its methods.
 
-Read-only: a store that does not exist is an error, never created. One row per trial or
-ensemble run, with MLflow's own column names (`metrics.test/miou`, `params.lr`,
-`tags.harness.seed`) plus the columns every section needs: `method`, `phase`, `role`,
-`seed`, `ok`, `fail_reason`. A "final" run is any trial or ensemble run of phase `final`.
+Read-only: a store that does not exist is an error, never created, and MLflow's process-wide
+tracking URI is left alone (see `mlflow_read`). One row per trial or ensemble run, with
+MLflow's own column names (`schema.metric_column`, `params.<name>`, `schema.tag_column`) plus
+the columns every section needs: `method`, `phase`, `role`, `seed`, `ok`, `fail_reason`. A
+"final" run is any trial or ensemble run of phase `final`.
 """
 
 from __future__ import annotations
@@ -11,19 +12,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import mlflow
 import pandas as pd
 import yaml
 from mlflow.tracking import MlflowClient
 
 from harness.errors import HarnessError
-from harness.tracking.mlflow_log import quiet_artifacts
+from harness.report.mlflow_read import read_artifact, runs_frame
+from harness.tracking import schema
+from harness.tracking.schema import metric_column, tag_column
 from harness.tracking.store import default_storage_url, default_tracking_uri, local_file
-from harness.tracking.study import key_for
 
 REFERENCE = "adamw"
-RUN_ROLES = ("trial", "ensemble")
-KNOWN_ORDER = ("adamw", "sam", "asam", "sam-e")
 
 
 @dataclass
@@ -47,7 +46,7 @@ class StudyData:
         """Successful final runs (of `method`), ordered by seed. Cached: sections ask often
         and the frame is wide (one column per metric)."""
         if method not in self._finals:
-            runs = self.runs[(self.runs["phase"] == "final") & self.runs["ok"]]
+            runs = self.runs[(self.runs["phase"] == schema.PHASE_FINAL) & self.runs["ok"]]
             if method is not None:
                 runs = runs[runs["method"] == method]
             self._finals[method] = runs.sort_values("seed")
@@ -55,7 +54,7 @@ class StudyData:
 
     def column(self, runs: pd.DataFrame, name: str) -> pd.Series:
         """Metric `name` of `runs` (NaN where a run lacks it)."""
-        col = f"metrics.{name}"
+        col = metric_column(name)
         return runs[col] if col in runs.columns else pd.Series(math.nan, index=runs.index)
 
     def by_seed(self, method: str, metric: str) -> dict:
@@ -71,7 +70,7 @@ class StudyData:
         runs = self.runs[self.runs["method"] == method]
         if runs.empty:
             return "no runs were recorded"
-        finals = runs[runs["phase"] == "final"]
+        finals = runs[runs["phase"] == schema.PHASE_FINAL]
         reasons = [r for r in finals["fail_reason"] if r]
         if reasons:
             return f"every final run failed ({reasons[0]})"
@@ -88,18 +87,19 @@ def _require_store(uri: str, what: str) -> None:
 
 def _parent(client: MlflowClient, experiment_id: str, name: str, preset: str | None,
             uri: str) -> tuple[pd.Series, pd.DataFrame]:
-    runs = mlflow.search_runs([experiment_id], max_results=50_000, output_format="pandas")
-    role = runs.get("tags.harness.role", pd.Series(dtype=object))
-    parents = runs[role == "study"]
-    keys = sorted(set(parents.get("tags.harness.study_key", pd.Series(dtype=object))))
+    runs = runs_frame(client, [experiment_id])
+    key_col = tag_column(schema.STUDY_KEY)
+    role = runs.get(tag_column(schema.ROLE), pd.Series(dtype=object))
+    parents = runs[role == schema.ROLE_STUDY]
+    keys = sorted(set(parents.get(key_col, pd.Series(dtype=object))))
     if preset is not None:
-        key = key_for(name, preset)
+        key = schema.study_key(name, preset)
     elif len(keys) == 1 or name in keys:
         key = keys[0] if len(keys) == 1 else name
     else:
         raise HarnessError(f"study {name!r} was recorded with several presets "
                            f"({', '.join(keys) or 'none'}); pass --preset")
-    mine = parents[parents["tags.harness.study_key"] == key] if keys else parents.iloc[:0]
+    mine = parents[parents[key_col] == key] if keys else parents.iloc[:0]
     if mine.empty:
         raise HarnessError(f"study {key!r} is not recorded in {uri} (recorded: "
                            f"{', '.join(keys) or 'none'})")
@@ -107,32 +107,30 @@ def _parent(client: MlflowClient, experiment_id: str, name: str, preset: str | N
 
 
 def _tag(runs: pd.DataFrame, name: str) -> pd.Series:
-    col = f"tags.{name}"
+    col = tag_column(name)
     return runs[col].fillna("") if col in runs.columns else pd.Series("", index=runs.index)
 
 
 def _tidy(runs: pd.DataFrame, parent: pd.Series, name: str, preset: str) -> pd.DataFrame:
-    parent_id = _tag(runs, "mlflow.parentRunId")
+    parent_id = _tag(runs, schema.PARENT_RUN)
     ours = (parent_id == parent["run_id"]) | (
-        (parent_id == "") & (_tag(runs, "harness.study") == name)
-        & (_tag(runs, "harness.preset") == preset))
-    runs = runs[ours & _tag(runs, "harness.role").isin(RUN_ROLES)].copy()
-    runs["method"] = _tag(runs, "harness.method")
-    runs["phase"] = _tag(runs, "harness.phase")
-    runs["role"] = _tag(runs, "harness.role")
-    runs["seed"] = pd.to_numeric(_tag(runs, "harness.seed"), errors="coerce")
-    status = _tag(runs, "harness.status")
-    # an ensemble (or an older run) may carry no harness.status: MLflow's own status decides
-    runs["ok"] = (status == "ok") | ((status == "") & (runs["status"] == "FINISHED"))
-    runs["fail_reason"] = _tag(runs, "harness.fail_reason")
+        (parent_id == "") & (_tag(runs, schema.STUDY) == name)
+        & (_tag(runs, schema.PRESET) == preset))
+    runs = runs[ours & _tag(runs, schema.ROLE).isin(schema.RUN_ROLES)].copy()
+    runs["method"] = _tag(runs, schema.METHOD)
+    runs["phase"] = _tag(runs, schema.PHASE)
+    runs["role"] = _tag(runs, schema.ROLE)
+    runs["seed"] = pd.to_numeric(_tag(runs, schema.SEED), errors="coerce")
+    status = _tag(runs, schema.STATUS)
+    # an ensemble (or an older run) may carry no status tag: MLflow's own status decides
+    runs["ok"] = (status == schema.STATUS_OK) | ((status == "") & (runs["status"] == "FINISHED"))
+    runs["fail_reason"] = _tag(runs, schema.FAIL_REASON)
     return runs.reset_index(drop=True)
 
 
 def _config(client: MlflowClient, run_id: str) -> tuple[dict, str]:
-    try:
-        with quiet_artifacts():
-            text = mlflow.artifacts.load_text(f"runs:/{run_id}/study.yaml")
-    except (mlflow.exceptions.MlflowException, OSError):
+    text = read_artifact(client, run_id, schema.STUDY_ARTIFACT, lambda p: p.read_text())
+    if text is None:
         return {}, ""
     return (yaml.safe_load(text) or {}), text
 
@@ -154,7 +152,6 @@ def load_study_data(study: str, preset: str | None = None, tracking_uri: str | N
     """
     uri = tracking_uri or default_tracking_uri()
     _require_store(uri, "MLflow store")
-    mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(study)
     if experiment is None:
@@ -162,8 +159,8 @@ def load_study_data(study: str, preset: str | None = None, tracking_uri: str | N
         raise HarnessError(f"no study {study!r} recorded in {uri} (recorded: "
                            f"{', '.join(names) or 'none'})")
     parent, all_runs = _parent(client, experiment.experiment_id, study, preset, uri)
-    key = parent["tags.harness.study_key"]
-    preset_name = parent.get("tags.harness.preset") or ""
+    key = parent[tag_column(schema.STUDY_KEY)]
+    preset_name = parent.get(tag_column(schema.PRESET)) or ""
     runs = _tidy(all_runs, parent, study, preset_name)
     config, text = _config(client, parent["run_id"])
     order = all_methods = _order(config, runs)
@@ -173,7 +170,7 @@ def load_study_data(study: str, preset: str | None = None, tracking_uri: str | N
             raise HarnessError(f"--methods: {', '.join(unknown)} not in study {key!r} "
                                f"(methods: {', '.join(order)})")
         order = [m for m in order if m in methods]
-    prefix = "tags.harness.no_final."
+    prefix = tag_column(schema.NO_FINAL_PREFIX)
     no_final = {c[len(prefix):]: parent[c] for c in parent.index
                 if c.startswith(prefix) and isinstance(parent[c], str)}
     return StudyData(study, key, preset_name, parent, runs, order, all_methods, config, text,

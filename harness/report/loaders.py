@@ -6,17 +6,16 @@ study whose Optuna storage is elsewhere), so a section can say so instead of fai
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 
-import mlflow
 import optuna
 import pandas as pd
 
 from harness.report.collect import StudyData
-from harness.tracking.mlflow_log import quiet_artifacts
+from harness.report.mlflow_read import read_artifact
+from harness.tracking import schema
+from harness.tracking.schema import PHASES, optuna_study_name
 from harness.tracking.store import local_file, optuna_storage
-from harness.tracking.study import PHASES, optuna_study_name
 
 TRIAL_COLUMNS = ("method", "phase", "number", "state", "value", "seed", "params", "hparams",
                  "run_id", "fail_reason", "start", "complete")
@@ -33,13 +32,7 @@ def histories(data: StudyData, runs: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def artifact_csv(data: StudyData, run_id: str, path: str) -> pd.DataFrame | None:
     """Artifact `path` of `run_id` read as CSV, or None when the run has no such file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            with quiet_artifacts():
-                local = data.client.download_artifacts(run_id, path, tmp)
-        except (mlflow.exceptions.MlflowException, OSError):
-            return None
-        return pd.read_csv(local)
+    return read_artifact(data.client, run_id, path, pd.read_csv)
 
 
 def artifact_tables(data: StudyData, runs: pd.DataFrame, path: str) -> pd.DataFrame:
@@ -77,15 +70,11 @@ def optuna_trials(data: StudyData) -> pd.DataFrame:
 
 
 def _trial_rows(study: optuna.Study, method: str, phase: str) -> list[tuple]:
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("skipped"):  # a worker's placeholder, not a trial (see study.py)
-            continue
-        rows.append((method, phase, t.number, t.state.name, t.value, t.user_attrs.get("seed"),
-                     dict(t.params), t.user_attrs.get("hparams") or {},
-                     t.user_attrs.get("mlflow_run_id"), t.user_attrs.get("fail_reason", ""),
-                     t.datetime_start, t.datetime_complete))
-    return rows
+    return [(method, phase, t.number, t.state.name, t.value, t.user_attrs.get(schema.ATTR_SEED),
+             dict(t.params), t.user_attrs.get(schema.ATTR_HPARAMS) or {},
+             t.user_attrs.get(schema.ATTR_RUN_ID), t.user_attrs.get(schema.ATTR_FAIL_REASON, ""),
+             t.datetime_start, t.datetime_complete)
+            for t in study.get_trials(deepcopy=False)]
 
 
 def optuna_user_attrs(data: StudyData, phase: str, method: str) -> dict:

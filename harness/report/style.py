@@ -1,8 +1,9 @@
 """One look for every figure: a fixed colour per method, units on the axes, vector-safe fonts.
 
 Colours are assigned once per report (`method_colors`) and passed to every figure, so a method
-never changes colour between pages. Known methods always get the same colour in every report;
-others take the next free colour of the colour-blind-safe Okabe–Ito palette, in report order.
+never changes colour between pages. Methods of the method table (`harness.optim.methods`) keep
+their colour in every report, SAM-E ensembles theirs; others take the next free colour of the
+colour-blind-safe Okabe–Ito palette, in report order.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from collections.abc import Iterable
 import matplotlib
 from matplotlib.figure import Figure
 
+from harness.optim.methods import METHODS
+
 OKABE_ITO = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#f0e442",
              "#000000")
-FIXED = {"adamw": "#0072b2", "sam": "#009e73", "asam": "#d55e00", "sam-e": "#cc79a7"}
+# ensembles are not optimizers, so the method table has no colour for them
+ENSEMBLE_COLOR = "#cc79a7"
+FIXED = {**{m.name: m.color for m in METHODS.values()}, "sam-e": ENSEMBLE_COLOR}
 
 # axis labels with their units, used verbatim by every figure
 MIOU = "mIoU (fraction, 0–1)"
@@ -52,6 +57,11 @@ def method_colors(methods: Iterable[str]) -> dict[str, str]:
         if method not in colors:
             colors[method] = free.pop(0) if free else "#777777"
     return colors
+
+
+def display_name(method: str) -> str:
+    """How prose names `method`: its display name in the method table, else its key."""
+    return METHODS[method].display if method in METHODS else method
 
 
 @contextlib.contextmanager

@@ -1,12 +1,12 @@
 """Where things are stored: `HARNESS_HOME` (default ./runs) and the URLs derived from it.
 
 Storage and tracking locations are URLs so the same code serves one laptop (SQLite), several
-workers on one host (an Optuna journal file) and several hosts (PostgreSQL).
+workers on one host (an Optuna journal file) and several hosts (PostgreSQL). Every MLflow call
+goes through an explicit client for its URI: nothing here sets process-wide tracking state.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -15,14 +15,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from harness.errors import HarnessError
-
-
-def harness_home() -> Path:
-    return Path(os.environ.get("HARNESS_HOME", "runs")).resolve()
-
-
-def cache_dir() -> Path:
-    return harness_home() / "cache"
+from harness.home import harness_home
 
 
 def default_tracking_uri() -> str:
@@ -68,7 +61,6 @@ def optuna_storage(url: str | None = None) -> optuna.storages.BaseStorage:
 def tracking_client(uri: str | None = None) -> MlflowClient:
     uri = uri or default_tracking_uri()
     _ensure_parent(uri)
-    mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
 
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from harness import interrupt
 from harness.data import SegDataset
-from harness.optim import build_optimizer, needs_closure
+from harness.optim import Hparams, get_method, needs_closure
 from harness.train.batches import batch_loss, make_batch
 
 
@@ -51,7 +51,7 @@ def train(
     model: torch.nn.Module,
     dataset: SegDataset,
     method: str,
-    hparams: dict,
+    hparams: Hparams,
     *,
     epochs: int,
     batch_size: int,
@@ -66,8 +66,8 @@ def train(
 ) -> TrainResult:
     """Train `model` in place on `dataset` with optimizer `method`.
 
-    A step takes `batch_size` images with all their instances. `hparams` are the optimizer's
-    (lr, weight_decay, rho, eta, every_k). Shuffling and box jitter draw from generators seeded
+    A step takes `batch_size` images with all their instances. `hparams` are the method's
+    typed settings (``get_method(method).defaults(lr=...)``). Shuffling and box jitter draw from generators seeded
     by `seed`; the caller seeds the model's initialisation.
 
     With `min_loss_drop` (a fraction), every epoch from the second on must end with a mean
@@ -77,7 +77,7 @@ def train(
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, method, max_grad_norm=grad_clip, **hparams)
+    optimizer = get_method(method).build(params, hparams, max_grad_norm=grad_clip)
     steps_per_epoch = math.ceil(len(dataset.images) / batch_size)
     total = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, total))

@@ -1,4 +1,7 @@
-"""The report's sections, in order; each module has `TITLE` and `build(ctx) -> Section`."""
+"""The report's sections, in order; each module has `TITLE` and `build(ctx) -> Section`.
+
+A section's number is its place in `ORDER` (`base.new_section`): reorder here to renumber.
+"""
 
 from harness.report.sections import (
     cost,

@@ -15,11 +15,35 @@ import pandas as pd
 
 from harness.data.corruptions import CORRUPTION_GROUPS
 from harness.report.collect import REFERENCE, StudyData
+from harness.report.document import Section
 from harness.report.stats import Estimate, mean_ci
+from harness.tracking.schema import (
+    corruption_metric,
+    metric_column,
+    parse_corruption_metric,
+    shift_metric,
+)
 
 FAMILIES = ("noise", "blur", "weather", "digital", "extra")
 ALL_CORRUPTIONS = CORRUPTION_GROUPS["all"]
-_CELL = re.compile(r"^metrics\.shift/([^/]+)/s(\d+)/miou$")
+MIOU = "miou"  # the score every shift section shows per cell
+CLEAN_MIOU = shift_metric("clean", MIOU)  # the shift suite's own images, unshifted
+_METRIC_PREFIX = metric_column("")
+
+
+def new_section(module_name: str) -> Section:
+    """The empty section of module `module_name`, numbered by its place in `sections.ORDER`
+    so that reordering the sections renumbers them."""
+    from harness.report.sections import ORDER  # the package imports this module
+
+    index = [m.__name__ for m in ORDER].index(module_name)
+    return Section(index + 1, ORDER[index].TITLE)
+
+
+def recorded_metrics(runs: pd.DataFrame) -> list[str]:
+    """Names of the metrics that at least one run of `runs` recorded."""
+    return [c.removeprefix(_METRIC_PREFIX) for c in runs.columns
+            if c.startswith(_METRIC_PREFIX) and runs[c].notna().any()]
 
 
 @dataclass
@@ -73,10 +97,10 @@ class Context:
     def cells(self) -> list[tuple[str, int]]:
         """(corruption, severity) cells recorded for some final run, in ImageNet-C order."""
         found = set()
-        for col in self.data.final().columns:
-            m = _CELL.match(col)
-            if m and m.group(1) in ALL_CORRUPTIONS and self.data.final()[col].notna().any():
-                found.add((m.group(1), int(m.group(2))))
+        for name in recorded_metrics(self.data.final()):
+            cell = parse_corruption_metric(name)
+            if cell and cell[2] == MIOU and cell[0] in ALL_CORRUPTIONS:
+                found.add(cell[:2])
         if self.shifts.filtered:
             found = {c for c in found if c[0] in self.shifts.corruptions}
         return sorted(found, key=lambda c: (ALL_CORRUPTIONS.index(c[0]), c[1]))
@@ -89,7 +113,7 @@ class Context:
 
     def cell_mean(self, runs: pd.DataFrame, cells: list[tuple[str, int]]) -> pd.Series:
         """Per run, the mean mIoU over `cells` (NaN for a run that has none of them)."""
-        cols = [f"shift/{c}/s{s}/miou" for c, s in cells]
+        cols = [corruption_metric(c, s, MIOU) for c, s in cells]
         if not cols:
             return pd.Series(math.nan, index=runs.index)
         return pd.concat([self.data.column(runs, c) for c in cols], axis=1).mean(axis=1)

@@ -1,4 +1,4 @@
-"""Section 8: measured cost next to what is commonly stated about it."""
+"""Measured cost next to what is commonly stated about it."""
 
 from __future__ import annotations
 
@@ -7,18 +7,20 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.optim.methods import METHODS, Method
 from harness.report import style
 from harness.report.collect import REFERENCE
 from harness.report.document import FigureItem, Section, Table
 from harness.report.figures import ci_bars, legend
-from harness.report.sections.base import Context
+from harness.report.sections.base import Context, new_section
 from harness.report.sections.summary import run_values
 from harness.report.stats import Estimate, mean_ci
+from harness.tracking import schema
 
 TITLE = "Cost vs commonly stated claims"
-KINDS = {"train": ("cost/train_seconds", "training time"),
-         "memory": ("cost/peak_memory_mb", "peak memory"),
-         "inference": ("cost/infer_ms_per_image", "inference time per image")}
+KINDS = {"train": (schema.COST_TRAIN, "training time"),
+         "memory": (schema.COST_MEMORY, "peak memory"),
+         "inference": (schema.COST_INFER, "inference time per image")}
 
 
 @dataclass(frozen=True)
@@ -30,13 +32,34 @@ class Claim:
     high: float
 
 
-CLAIMS = (
+# Published statements about one method (the ASAM article); each replaces that method's
+# generic claim of the same kind, being the more specific one.
+STATED = (
     Claim("asam", "train", "+20–30 %", 1.20, 1.30),
     Claim("asam", "memory", "+15 %", 1.15, 1.15),
     Claim("asam", "inference", "+0 % (same network)", 1.0, 1.0),
-    Claim("sam", "train", "×2 (two forward–backward passes per step)", 2.0, 2.0),
-    Claim("sam", "inference", "+0 % (same network)", 1.0, 1.0),
 )
+_COUNT = {1: "one", 2: "two", 3: "three", 4: "four"}
+
+
+def _generic(method: Method) -> tuple[Claim, ...]:
+    """What follows from a sharpness-aware method's passes per step: that many forward–
+    backward passes per training step, and the unchanged network at inference."""
+    n = method.passes
+    return (Claim(method.name, "train",
+                  f"×{n} ({_COUNT.get(n, n)} forward–backward passes per step)", float(n),
+                  float(n)),
+            Claim(method.name, "inference", "+0 % (same network)", 1.0, 1.0))
+
+
+def _all_claims() -> tuple[Claim, ...]:
+    stated = {(c.method, c.kind) for c in STATED}
+    generic = [c for m in METHODS.values() if m.sharpness_aware for c in _generic(m)
+               if (c.method, c.kind) not in stated]
+    return (*STATED, *generic)
+
+
+CLAIMS = _all_claims()
 
 
 def _verdict(est: Estimate, low: float, high: float) -> str:
@@ -67,12 +90,12 @@ def _claims(ctx: Context) -> list[tuple[Claim, Estimate]]:
             out.append((claim, mean_ci(run_values(ctx, claim.method, metric, True))))
     for method in ctx.present:  # ensembles: K× training and K× inference
         runs = ctx.data.final(method)
-        if not runs["role"].eq("ensemble").any():
+        if not runs["role"].eq(schema.ROLE_ENSEMBLE).any():
             continue
         sizes = runs.get("params.ensemble_size")
         k = float(pd.to_numeric(sizes, errors="coerce").max()) if sizes is not None else math.nan
         k_text = f"×{k:g}" if math.isfinite(k) else "×K"
-        vs_member = mean_ci(ctx.data.column(runs, "cost/infer_ratio_vs_member"))
+        vs_member = mean_ci(ctx.data.column(runs, schema.COST_INFER_RATIO))
         members = runs["params.members"].iloc[0] if "params.members" in runs else "member"
         out.append((Claim(method, "inference vs one member", f"{k_text} (K members run)", k, k),
                     vs_member))
@@ -82,7 +105,7 @@ def _claims(ctx: Context) -> list[tuple[Claim, Estimate]]:
 
 
 def build(ctx: Context) -> Section:
-    section = Section(8, TITLE)
+    section = new_section(__name__)
     claims = _claims(ctx)
     rows = [{"method": c.method, "cost": c.kind, "stated": c.stated, "stated_low": c.low,
              "stated_high": c.high, "measured_ratio": e.mean, "ci_low": e.low,
@@ -100,9 +123,9 @@ def build(ctx: Context) -> Section:
     if not ctx.reference_ok:
         section.say("No successful AdamW final runs: no ratio can be measured.")
     section.say(_noise_note(ctx))
-    if not any(m in ctx.methods for m in ("asam", "sam")):
-        section.say("Neither SAM nor ASAM is among the methods shown; their claims are not "
-                    "checked.")
+    claimed = [m for m in METHODS if any(c.method == m for c in CLAIMS)]
+    if not any(m in ctx.methods for m in claimed):
+        section.say(_unchecked([style.display_name(m) for m in claimed]))
     if any(c.kind == "inference vs one member" for c, _ in claims):
         section.say("Every ratio is to AdamW's mean except an ensemble's inference, which is to "
                     "one of its own members timed alternately in the same process.")
@@ -122,10 +145,19 @@ def build(ctx: Context) -> Section:
     return section
 
 
+def _unchecked(names: list[str]) -> str:
+    """Says that no method with a stated claim is shown (`names`: those methods)."""
+    if len(names) == 1:
+        return f"{names[0]} is not among the methods shown; its claims are not checked."
+    subject = (f"Neither {names[0]} nor {names[1]}" if len(names) == 2
+               else f"None of {', '.join(names[:-1])} or {names[-1]}")
+    return f"{subject} is among the methods shown; their claims are not checked."
+
+
 def _noise_note(ctx: Context) -> str | None:
     """Same config, same machine: AdamW's seeds should take about as long as each other. When
     they do not, the machine was shared and time ratios between methods are unreliable."""
-    times = ctx.data.column(ctx.data.final(REFERENCE), "cost/train_seconds").dropna()
+    times = ctx.data.column(ctx.data.final(REFERENCE), schema.COST_TRAIN).dropna()
     if len(times) < 2 or times.min() <= 0 or times.max() / times.min() < 1.5:
         return None
     return (f"AdamW's own final runs differ by ×{times.max() / times.min():.1f} in training "
@@ -136,10 +168,10 @@ def _noise_note(ctx: Context) -> str | None:
 def _absolute(ctx: Context) -> Table | None:
     if not ctx.present:
         return None
-    cols = {"train_seconds": ("cost/train_seconds", "training (s)"),
-            "step_seconds": ("cost/step_seconds", "per step (s)"),
-            "peak_memory_mib": ("cost/peak_memory_mb", "peak memory (MiB)"),
-            "infer_ms_per_image": ("cost/infer_ms_per_image", "inference (ms/image)")}
+    cols = {"train_seconds": (schema.COST_TRAIN, "training (s)"),
+            "step_seconds": (schema.COST_STEP, "per step (s)"),
+            "peak_memory_mib": (schema.COST_MEMORY, "peak memory (MiB)"),
+            "infer_ms_per_image": (schema.COST_INFER, "inference (ms/image)")}
     rows, shown = [], []
     for m in ctx.present:
         est = {k: ctx.estimate(m, metric) for k, (metric, _) in cols.items()}

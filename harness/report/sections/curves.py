@@ -1,4 +1,4 @@
-"""Section 6: training curves (median and spread over seeds) and 1-D loss-landscape slices."""
+"""Training curves (median and spread over seeds) and 1-D loss-landscape slices."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from harness.report import style
 from harness.report.document import FigureItem, Section, Table
 from harness.report.figures import legend
 from harness.report.loaders import artifact_tables, histories
-from harness.report.sections.base import Context
+from harness.report.sections.base import Context, new_section
+from harness.tracking import schema
 
 TITLE = "Training curves and loss landscape"
-LANDSCAPE = "probes/landscape_1d.csv"
+LANDSCAPE = f"{schema.PROBES_DIR}/landscape_1d.csv"
 
 
 def smooth(long: pd.DataFrame, points: int = 60) -> pd.DataFrame:
@@ -32,20 +33,20 @@ def _spread(long: pd.DataFrame, x: str) -> pd.DataFrame:
 
 
 def build(ctx: Context) -> Section:
-    section = Section(6, TITLE)
+    section = new_section(__name__)
     runs = ctx.data.final()
-    runs = runs[runs["method"].isin(ctx.present) & (runs["role"] == "trial")]
+    runs = runs[runs["method"].isin(ctx.present) & (runs["role"] == schema.ROLE_TRIAL)]
     if runs.empty:
         return section.say("No successful final training runs among the methods shown; no "
                            "curves to draw.")
-    loss = histories(ctx.data, runs, "train/loss")
-    val = histories(ctx.data, runs, "val/miou")
+    loss = histories(ctx.data, runs, schema.TRAIN_LOSS)
+    val = histories(ctx.data, runs, schema.VAL_MIOU)
     scape = artifact_tables(ctx.data, runs, LANDSCAPE)
     section.say(
         "Curves of the final runs: the line is the median over seeds, the band spans the "
         "lowest to the highest seed. Landscape slices show L(w + α d) along one random, "
         "filter-normalised direction d per run (Li et al. 2018), thin lines one seed each.")
-    if ctx.data.runs["role"].eq("ensemble").any():
+    if ctx.data.runs["role"].eq(schema.ROLE_ENSEMBLE).any():
         section.say("Ensembles have no training curves of their own (their members do).")
     if loss.empty and val.empty:
         section.say("No training curves were recorded.")
@@ -53,8 +54,9 @@ def build(ctx: Context) -> Section:
         section.say("No 1-D landscape slices were recorded (probes.landscape_points = 0 or "
                     "probes disabled).")
     frames = [f.assign(curve=name) for name, f in
-              [("train/loss", _spread(loss, "step") if len(loss) else None),
-               ("val/miou", _spread(val, "step") if len(val) else None)] if f is not None]
+              [(schema.TRAIN_LOSS, _spread(loss, "step") if len(loss) else None),
+               (schema.VAL_MIOU, _spread(val, "step") if len(val) else None)]
+              if f is not None]
     if frames:
         data = pd.concat(frames, ignore_index=True)
         last = data.sort_values("step").groupby(["curve", "method"]).tail(1)

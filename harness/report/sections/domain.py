@@ -1,51 +1,55 @@
-"""Section 4: domain shift (other synthetic domains) and prompt shift (noisy boxes, one point)."""
+"""Domain shift (other synthetic domains) and prompt shift (noisy boxes, one point)."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 
 import pandas as pd
 
 from harness.report import style
 from harness.report.document import FigureItem, Section, Table
 from harness.report.figures import ci_bars, ci_lines, legend
-from harness.report.sections.base import Context
+from harness.report.sections.base import CLEAN_MIOU, MIOU, Context, new_section, recorded_metrics
+from harness.tracking.schema import (
+    domain_metric,
+    jitter_metric,
+    parse_domain_metric,
+    parse_jitter_metric,
+    point_metric,
+)
 
 TITLE = "Domain and prompt shift"
-_DOMAIN = re.compile(r"^metrics\.shift/domain/([^/]+)/miou$")
-_JITTER = re.compile(r"^metrics\.shift/prompt/box_jitter/l(\d+)/miou$")
 
 
-def _recorded(ctx: Context, pattern: re.Pattern) -> list[str]:
-    finals = ctx.data.final()
-    return sorted({m.group(1) for c in finals.columns if (m := pattern.match(c))
-                   and finals[c].notna().any()}, key=lambda s: (len(s), s))
+def _recorded(ctx: Context, parse: Callable[[str], tuple | None]) -> set:
+    """What `parse` names (a domain, a jitter level index) in the final runs' mIoU metrics."""
+    return {parsed[0] for name in recorded_metrics(ctx.data.final())
+            if (parsed := parse(name)) and parsed[-1] == MIOU}
 
 
-def _jitter_levels(ctx: Context, indices: list[str]) -> list[float]:
+def _jitter_levels(ctx: Context, indices: list[int]) -> list[float]:
     """Box-jitter levels (fraction of the box side) from the config; the index if unknown."""
     levels = (ctx.data.config.get("evaluate") or {}).get("box_jitter_levels") or []
-    return [float(levels[int(i) - 1]) if int(i) - 1 < len(levels) else float(i)
-            for i in indices]
+    return [float(levels[i - 1]) if i - 1 < len(levels) else float(i) for i in indices]
 
 
 def build(ctx: Context) -> Section:
-    section = Section(4, TITLE)
-    domains = _recorded(ctx, _DOMAIN) if ctx.shifts.domain else []
-    jitters = _recorded(ctx, _JITTER) if ctx.shifts.prompt else []
+    section = new_section(__name__)
+    domains = (sorted(_recorded(ctx, parse_domain_metric), key=lambda s: (len(s), s))
+               if ctx.shifts.domain else [])
+    jitters = sorted(_recorded(ctx, parse_jitter_metric)) if ctx.shifts.prompt else []
     point = ctx.shifts.prompt and any(
-        ctx.data.column(ctx.data.final(), "shift/prompt/point/miou").notna())
+        ctx.data.column(ctx.data.final(), point_metric(MIOU)).notna())
     if not ctx.present or not (domains or jitters or point):
         return section.say("No domain or prompt shifts were recorded for the final runs of "
                            "the methods shown (evaluate.shifts lacks domain / prompt, or "
                            "--shifts left them out).")
-    cells = [("clean", "shift/clean/miou")]
-    cells += [(f"domain {d}", f"shift/domain/{d}/miou") for d in domains]
+    cells = [("clean", CLEAN_MIOU)]
+    cells += [(f"domain {d}", domain_metric(d, MIOU)) for d in domains]
     levels = _jitter_levels(ctx, jitters)
-    cells += [(f"box jitter {lv:g}", f"shift/prompt/box_jitter/l{i}/miou")
-              for i, lv in zip(jitters, levels)]
+    cells += [(f"box jitter {lv:g}", jitter_metric(i, MIOU)) for i, lv in zip(jitters, levels)]
     if point:
-        cells.append(("one point", "shift/prompt/point/miou"))
+        cells.append(("one point", point_metric(MIOU)))
     est = {m: [ctx.estimate(m, metric) for _, metric in cells] for m in ctx.present}
     rows = [{"method": m, "shift": label, "miou": e.mean, "ci_low": e.low, "ci_high": e.high,
              "n": e.n} for m in ctx.present for (label, _), e in zip(cells, est[m])]

@@ -1,4 +1,4 @@
-"""Section 3: Δ mIoU vs AdamW per method × corruption, with paired-seed significance marks."""
+"""Δ mIoU vs AdamW per method × corruption, with paired-seed significance marks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 from harness.report import style
 from harness.report.collect import REFERENCE
 from harness.report.document import FigureItem, Section, Table
-from harness.report.sections.base import Context
+from harness.report.sections.base import CLEAN_MIOU, Context, new_section
 from harness.report.stats import WILCOXON_MIN_N, Estimate, PairedTest, mean_ci, paired
 
 TITLE = "Change in mIoU vs AdamW per corruption"
@@ -20,7 +20,7 @@ CLEAN = "clean (shift images)"  # the shift suite's subset, not the whole test s
 def _columns(ctx: Context) -> list[tuple[str, list[tuple[str, int]] | str]]:
     """(label, what): a metric name, or the corruption cells to average per run."""
     cells = ctx.cells()
-    cols: list = [(CLEAN, "shift/clean/miou"), ("all corruptions", cells)]
+    cols: list = [(CLEAN, CLEAN_MIOU), ("all corruptions", cells)]
     cols += [(c, [x for x in cells if x[0] == c]) for c in ctx.corruptions()]
     return cols
 
@@ -49,7 +49,7 @@ def _unpaired(test: PairedTest) -> bool:
 
 
 def build(ctx: Context) -> Section:
-    section = Section(3, TITLE)
+    section = new_section(__name__)
     others = [m for m in ctx.present if m != REFERENCE]
     if not ctx.reference_ok:
         return section.say("There are no successful AdamW final runs, so no Δ vs AdamW can "

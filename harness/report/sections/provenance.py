@@ -1,4 +1,4 @@
-"""Section 9: what was run, with which code, where and when — and the study config verbatim."""
+"""What was run, with which code, where and when — and the study config verbatim."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import pandas as pd
 
 from harness.report import provenance
 from harness.report.document import Section, Table
-from harness.report.sections.base import Context
+from harness.report.sections.base import Context, new_section
+from harness.tracking.schema import PHASE_TUNE, STUDY_ARTIFACT
 
 TITLE = "Provenance"
 
 
 def build(ctx: Context, created: str) -> Section:
-    section = Section(9, TITLE)
+    section = new_section(__name__)
     data = ctx.data
     parent = data.parent
     runs = data.runs
@@ -26,7 +27,7 @@ def build(ctx: Context, created: str) -> Section:
         "study started": provenance.time_text(parent.get("start_time")),
         "study finished": provenance.time_text(parent.get("end_time")),
         "runs": f"{len(runs)} (final ok: {len(data.final())}, tune: "
-                f"{int((runs['phase'] == 'tune').sum())}, failed or diverged: "
+                f"{int((runs['phase'] == PHASE_TUNE).sum())}, failed or diverged: "
                 f"{int((~runs['ok']).sum())})",
         "report created": created,
         "git commit (report code)": provenance.git_commit(),
@@ -36,13 +37,13 @@ def build(ctx: Context, created: str) -> Section:
     section.say("The report was generated from the recorded runs only (nothing retrained). "
                 "The git commit and versions are those of the code that generated the "
                 "report; the machine is where it was generated. The study configuration "
-                "follows as recorded with the parent run (study.yaml).")
+                f"follows as recorded with the parent run ({STUDY_ARTIFACT}).")
     table = pd.DataFrame({"item": list(items), "value": [str(v) for v in items.values()]})
     section.add(Table("provenance", table, table, "Provenance of this report."))
     if data.config_text:
-        section.say("Study configuration as recorded (study.yaml of the parent run):")
+        section.say(f"Study configuration as recorded ({STUDY_ARTIFACT} of the parent run):")
         section.mono = data.config_text
     else:
-        section.say("The parent run has no study.yaml artifact; the configuration is "
-                    "available only as the parent run's parameters.")
+        section.say(f"The parent run has no {STUDY_ARTIFACT} artifact; the configuration "
+                    "is available only as the parent run's parameters.")
     return section

@@ -1,4 +1,4 @@
-"""Section 2: mIoU against corruption severity (0 = clean), overall and per corruption family."""
+"""mIoU against corruption severity (0 = clean), overall and per corruption family."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 from harness.report import style
 from harness.report.document import FigureItem, Section, Table
 from harness.report.figures import ci_lines, legend
-from harness.report.sections.base import FAMILIES, Context, family_of
+from harness.report.sections.base import CLEAN_MIOU, FAMILIES, Context, family_of, new_section
 from harness.report.stats import Estimate, mean_ci
 
 TITLE = "mIoU vs corruption severity"
@@ -17,14 +17,14 @@ def _curve(ctx: Context, method: str, cells: list[tuple[str, int]],
            severities: list[int]) -> list[Estimate]:
     """Estimates at severity 0 (clean, same images) and each severity, over the method's runs."""
     runs = ctx.data.final(method)
-    out = [mean_ci(ctx.data.column(runs, "shift/clean/miou"))]
+    out = [mean_ci(ctx.data.column(runs, CLEAN_MIOU))]
     for s in severities:
         out.append(mean_ci(ctx.cell_mean(runs, [c for c in cells if c[1] == s])))
     return out
 
 
 def build(ctx: Context) -> Section:
-    section = Section(2, TITLE)
+    section = new_section(__name__)
     cells, severities = ctx.cells(), ctx.severities()
     if not cells or not ctx.present:
         return section.say("No corruption shifts were recorded for the final runs of the "

@@ -1,4 +1,4 @@
-"""Section 5: does sharpness predict generalisation? Kendall τ of each probe against each gap
+"""Does sharpness predict generalisation? Kendall τ of each probe against each gap
 over every run that has both, laid out like the rank-correlation table of the ASAM paper."""
 
 from __future__ import annotations
@@ -9,12 +9,15 @@ import pandas as pd
 
 from harness.report import style
 from harness.report.document import FigureItem, Section, Table
-from harness.report.sections.base import Context
+from harness.report.sections.base import Context, new_section, recorded_metrics
 from harness.report.stats import kendall
+from harness.tracking import schema
 
 TITLE = "Sharpness vs generalisation"
-GAPS = {"gap/train_minus_test_miou": "train − test mIoU",
-        "gap/clean_minus_shift_miou": "clean − shifted mIoU"}
+GAPS = {schema.GAP_TRAIN_TEST: "train − test mIoU",
+        schema.GAP_CLEAN_SHIFT: "clean − shifted mIoU"}
+# the probe suite (`harness.probes.suite`) names its metrics; schema has no names for them yet
+PROBE_PREFIX = "probe/"
 PROBE_NAMES = {"probe/sharpness": "sharpness (ρ-ball)", "probe/asam_sharpness":
                "adaptive sharpness", "probe/avg_sharpness": "average sharpness",
                "probe/hessian_trace": "Hessian trace", "probe/landscape_1d/max_rise":
@@ -22,29 +25,29 @@ PROBE_NAMES = {"probe/sharpness": "sharpness (ρ-ball)", "probe/asam_sharpness":
 
 
 def _probes(runs: pd.DataFrame) -> list[str]:
-    names = [c[len("metrics."):] for c in runs.columns if c.startswith("metrics.probe/")
-             and not c.endswith("_stderr") and runs[c].notna().any()]
+    names = [n for n in recorded_metrics(runs)
+             if n.startswith(PROBE_PREFIX) and not n.endswith("_stderr")]
     known = list(PROBE_NAMES)
     return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
 
 
 def label(probe: str) -> str:
-    return PROBE_NAMES.get(probe, probe.removeprefix("probe/").replace("hessian_eig",
-                                                                       "Hessian λ"))
+    return PROBE_NAMES.get(probe, probe.removeprefix(PROBE_PREFIX).replace("hessian_eig",
+                                                                           "Hessian λ"))
 
 
 def unit(probe: str) -> str:
     """Loss rises are in loss units; curvatures in loss per squared parameter step."""
-    return "loss / param²" if probe.startswith("probe/hessian") else "loss, unitless"
+    return ("loss / param²" if probe.startswith(f"{PROBE_PREFIX}hessian")
+            else "loss, unitless")
 
 
 def build(ctx: Context) -> Section:
-    section = Section(5, TITLE)
+    section = new_section(__name__)
     shown_methods = ctx.data.runs["method"].isin(ctx.methods)
     runs = ctx.data.runs[ctx.data.runs["ok"] & shown_methods]
     probes = _probes(runs)
-    gaps = [g for g in GAPS if f"metrics.{g}" in runs.columns
-            and runs[f"metrics.{g}"].notna().any()]
+    gaps = [g for g in GAPS if g in recorded_metrics(runs)]
     if not probes or not gaps:
         return section.say("No sharpness probes (or no generalisation gaps) were recorded for "
                            "the methods shown; enable `probes:` in the study to fill this "
@@ -55,7 +58,7 @@ def build(ctx: Context) -> Section:
             for (p, g), c in corr.items()]
     shown = [{"probe": label(p), **{f"τ vs {GAPS[g]}": corr[p, g].text() for g in gaps}}
              for p in probes]
-    n_runs = len(runs.dropna(subset=[f"metrics.{probes[0]}"]))
+    n_runs = len(runs.dropna(subset=[schema.metric_column(probes[0])]))
     section.say(
         f"Every successful run with probes ({n_runs} runs, all methods pooled) contributes "
         "one point. Kendall's τ-b between a probe and a generalisation gap, with its "

@@ -1,4 +1,4 @@
-"""Section 1: one row per method — accuracy, robustness and cost, mean [95 % CI] with n."""
+"""One row per method — accuracy, robustness and cost, mean [95 % CI] with n."""
 
 from __future__ import annotations
 
@@ -8,20 +8,21 @@ import pandas as pd
 
 from harness.report.collect import REFERENCE
 from harness.report.document import Section, Table
-from harness.report.sections.base import Context
+from harness.report.sections.base import CLEAN_MIOU, Context, new_section
 from harness.report.stats import mean_ci, paired
+from harness.tracking import schema
 
 TITLE = "Summary"
 
 # (column, metric, relative to AdamW?)
 COLUMNS = (
-    ("clean mIoU", "test/miou", False),
-    ("mean shifted mIoU", "shift/mean/miou", False),
-    ("relative robustness", "shift/relative", False),
-    ("Boundary IoU", "test/biou", False),
-    ("train cost ×AdamW", "cost/train_seconds", True),
-    ("peak memory ×AdamW", "cost/peak_memory_mb", True),
-    ("inference cost ×AdamW", "cost/infer_ms_per_image", True),
+    ("clean mIoU", schema.TEST_MIOU, False),
+    ("mean shifted mIoU", schema.SHIFT_MEAN_MIOU, False),
+    ("relative robustness", schema.SHIFT_RELATIVE, False),
+    ("Boundary IoU", schema.split_metric("test", "biou"), False),
+    ("train cost ×AdamW", schema.COST_TRAIN, True),
+    ("peak memory ×AdamW", schema.COST_MEMORY, True),
+    ("inference cost ×AdamW", schema.COST_INFER, True),
 )
 SLUGS = {"clean mIoU": "clean_miou", "mean shifted mIoU": "shifted_miou",
          "relative robustness": "relative_robustness", "Boundary IoU": "boundary_iou",
@@ -32,12 +33,12 @@ SLUGS = {"clean mIoU": "clean_miou", "mean shifted mIoU": "shifted_miou",
 def run_values(ctx: Context, method: str, metric: str, relative: bool) -> pd.Series:
     """Per final run of `method`: the metric, or its ratio to AdamW's mean over its seeds."""
     runs = ctx.data.final(method)
-    if ctx.shifts.filtered and metric in ("shift/mean/miou", "shift/relative"):
+    if ctx.shifts.filtered and metric in (schema.SHIFT_MEAN_MIOU, schema.SHIFT_RELATIVE):
         # --shifts: the shifted mean is over the selected corruption cells only
         shifted = ctx.cell_mean(runs, ctx.cells())
-        if metric == "shift/mean/miou":
+        if metric == schema.SHIFT_MEAN_MIOU:
             return shifted
-        return shifted / ctx.data.column(runs, "shift/clean/miou")
+        return shifted / ctx.data.column(runs, CLEAN_MIOU)
     values = ctx.data.column(runs, metric)
     if not relative:
         return values
@@ -45,8 +46,8 @@ def run_values(ctx: Context, method: str, metric: str, relative: bool) -> pd.Ser
     return values / ref if ref and math.isfinite(ref) else values * math.nan
 
 
-HEADLINE = (("clean mIoU", "test/miou"), ("mean shifted mIoU", "shift/mean/miou"),
-            ("relative robustness", "shift/relative"))
+HEADLINE = (("clean mIoU", schema.TEST_MIOU), ("mean shifted mIoU", schema.SHIFT_MEAN_MIOU),
+            ("relative robustness", schema.SHIFT_RELATIVE))
 
 
 def headline(ctx: Context) -> list[str]:
@@ -68,7 +69,7 @@ def headline(ctx: Context) -> list[str]:
                 a, b = mean_ci(list(mine.values())), mean_ci(list(ref.values()))
                 if a.n and b.n:
                     parts.append(f"{label} {a.text(ci=False)} vs {b.text(ci=False)}")
-        cost = mean_ci(run_values(ctx, method, "cost/train_seconds", True))
+        cost = mean_ci(run_values(ctx, method, schema.COST_TRAIN, True))
         if cost.n:
             parts.append(f"training time ×{cost.mean:.2f} AdamW's")
         n = len(ctx.data.final(method))
@@ -81,7 +82,7 @@ def ensemble_sentences(ctx: Context) -> list[str]:
     out = []
     for method in ctx.present:
         runs = ctx.data.final(method)
-        if not runs["role"].eq("ensemble").any():
+        if not runs["role"].eq(schema.ROLE_ENSEMBLE).any():
             continue
         run = runs.iloc[0]
         members, k = run.get("params.members"), run.get("params.ensemble_size")
@@ -95,7 +96,7 @@ def ensemble_sentences(ctx: Context) -> list[str]:
 
 
 def build(ctx: Context) -> Section:
-    section = Section(1, TITLE)
+    section = new_section(__name__)
     for sentence in headline(ctx):
         section.say(sentence)
     numbers, shown = [], []

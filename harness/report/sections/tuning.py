@@ -1,4 +1,4 @@
-"""Section 7: per-method Optuna history, the chosen hyperparameters, and whether every method
+"""Per-method Optuna history, the chosen hyperparameters, and whether every method
 got the same tuning budget (the comparison is only fair if it did)."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import pandas as pd
 from harness.report import style
 from harness.report.document import FigureItem, Section, Table
 from harness.report.loaders import optuna_trials
-from harness.report.sections.base import Context
+from harness.report.sections.base import Context, new_section
+from harness.tracking.schema import PHASE_TUNE
 
 TITLE = "Tuning"
 FINISHED = ("COMPLETE", "PRUNED")  # a diverged (pruned) trial is a result and uses budget
@@ -21,7 +22,7 @@ def _fmt(hparams: dict) -> str:
 
 
 def _chosen(trials: pd.DataFrame, method: str) -> tuple[dict, float, object]:
-    tune = trials[(trials["method"] == method) & (trials["phase"] == "tune")
+    tune = trials[(trials["method"] == method) & (trials["phase"] == PHASE_TUNE)
                   & (trials["state"] == "COMPLETE")]
     if tune.empty:
         return {}, float("nan"), None
@@ -55,14 +56,14 @@ def _budget_sentences(ctx: Context, counts: dict[str, int]) -> list[str]:
 
 
 def build(ctx: Context) -> Section:
-    section = Section(7, TITLE)
+    section = new_section(__name__)
     trials = optuna_trials(ctx.data)
     if trials.empty:
         return section.say(f"No Optuna trials of study {ctx.data.key!r} were found in "
                            f"{ctx.data.storage_url}; the tuning history is unavailable.")
-    tuned = [m for m in ctx.methods if ((trials["method"] == m) & (trials["phase"] == "tune"))
+    tuned = [m for m in ctx.methods if ((trials["method"] == m) & (trials["phase"] == PHASE_TUNE))
              .any()]
-    counts = {m: int(((trials["method"] == m) & (trials["phase"] == "tune")
+    counts = {m: int(((trials["method"] == m) & (trials["phase"] == PHASE_TUNE)
                       & trials["state"].isin(FINISHED)).sum()) for m in tuned}
     for sentence in _budget_sentences(ctx, counts):
         section.say(sentence)
@@ -70,7 +71,7 @@ def build(ctx: Context) -> Section:
         section.say(f"{m}: no tuning trials (an ensemble, or a method tuned elsewhere).")
     rows, shown = [], []
     for m in tuned:
-        mine = trials[(trials["method"] == m) & (trials["phase"] == "tune")]
+        mine = trials[(trials["method"] == m) & (trials["phase"] == PHASE_TUNE)]
         states = mine["state"].value_counts()
         hparams, value, number = _chosen(trials, m)
         seconds = (mine["complete"] - mine["start"]).dt.total_seconds().sum()
@@ -98,7 +99,7 @@ def build(ctx: Context) -> Section:
 
 def _trials_table(trials: pd.DataFrame, methods: list[str]) -> Table:
     """Every tuning trial with what it tried and how it ended (why, for a diverged one)."""
-    tune = trials[trials["method"].isin(methods) & (trials["phase"] == "tune")]
+    tune = trials[trials["method"].isin(methods) & (trials["phase"] == PHASE_TUNE)]
     tune = tune.sort_values(["method", "number"], key=lambda c: c.map(
         {m: i for i, m in enumerate(methods)}) if c.name == "method" else c)
     data = pd.DataFrame({
@@ -117,7 +118,7 @@ def _figure(ctx: Context, trials: pd.DataFrame, methods: list[str]):
     fig = style.new_figure()
     axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
     for ax, m in zip(axes, methods):
-        mine = trials[(trials["method"] == m) & (trials["phase"] == "tune")].sort_values(
+        mine = trials[(trials["method"] == m) & (trials["phase"] == PHASE_TUNE)].sort_values(
             "number")
         ok = mine[mine["state"] == "COMPLETE"]
         color = ctx.colors[m]

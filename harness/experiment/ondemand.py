@@ -6,11 +6,14 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from harness.config import study_from_dict
+from harness.data.sources import load_splits
 from harness.errors import HarnessError
+from harness.evaluate.ensemble import Ensemble
+from harness.experiment.trial import evaluate_extras
 from harness.model import build_model, resolve_device
+from harness.tracking import schema
 from harness.tracking.mlflow_log import log_metrics, quiet_artifacts
 from harness.tracking.store import tracking_client
-from harness.tracking.trial import MODEL_ARTIFACT, evaluate_extras, load_splits
 
 
 def _download(client, run_id: str, path: str) -> str:
@@ -30,16 +33,14 @@ def load_logged_model(run_id: str, tracking_uri: str | None = None, client=None)
         run = client.get_run(run_id)
     except MlflowException as exc:
         raise HarnessError(f"run {run_id}: {str(exc).splitlines()[0]}") from None
-    with open(_download(client, run_id, "config.yaml")) as f:
+    with open(_download(client, run_id, schema.CONFIG_ARTIFACT)) as f:
         logged = yaml.safe_load(f)
     cfg = study_from_dict(logged["study"], source=f"run {run_id} config.yaml")
     if "ensemble" in logged:
-        from harness.evaluate.ensemble import Ensemble
-
         members = [load_logged_model(member, client=client)[2]
-                   for member in run.data.tags["harness.members"].split(",")]
+                   for member in run.data.tags[schema.MEMBERS].split(",")]
         return client, cfg, Ensemble(members, logged["ensemble"]["aggregation"])
-    model = build_model(cfg.model.preset, _download(client, run_id, MODEL_ARTIFACT),
+    model = build_model(cfg.model.preset, _download(client, run_id, schema.MODEL_ARTIFACT),
                         cfg.model.trainable)
     return client, cfg, model.to(resolve_device(cfg.train.device))
 
@@ -54,14 +55,14 @@ def evaluate_run(run_id: str, shifts: list[str] | None = None, probes: bool = Fa
     cells already scored for these weights are read back from the score cache.
     """
     client, cfg, model = load_logged_model(run_id, tracking_uri)
-    if shifts and any(a.path == "shifts.csv" for a in client.list_artifacts(run_id)):
+    if shifts and any(a.path == schema.SHIFTS_ARTIFACT for a in client.list_artifacts(run_id)):
         shifts = list(dict.fromkeys([*cfg.evaluate.shifts, *shifts]))
     if probes and hasattr(model, "members"):
         raise HarnessError(f"run {run_id} is an ensemble: it has no single weight vector to "
                            "probe (probe its member runs)")
-    splits = load_splits(cfg, ("train", "test"))
+    splits = load_splits(cfg.data, ("train", "test"))
     metrics = evaluate_extras(cfg, model, splits, client, run_id, progress, shifts=shifts or [],
                               probes=probes, reuse_scores=reuse_scores)
-    history = client.get_metric_history(run_id, "train/loss")
+    history = client.get_metric_history(run_id, schema.TRAIN_LOSS)
     log_metrics(client, run_id, metrics, step=max((m.step for m in history), default=0))
     return metrics

@@ -1,4 +1,4 @@
-"""One trial end to end — data, model, training, evaluation — recorded as one MLflow run.
+"""One trial end to end — data, model, training, evaluation, probes — recorded as one MLflow run.
 
 The run holds params, per-step curves, clean metrics per split, costs, the resolved config
 (`config.yaml`) and the weights (`model/state_dict.pt`). A run whose training diverged ends
@@ -7,6 +7,7 @@ FAILED with tag `harness.status=diverged` and the reason; an interrupted one end
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,54 +17,39 @@ from typing import Callable
 import torch
 from mlflow.tracking import MlflowClient
 
-from harness.config import StudyConfig, dump_yaml
-from harness.data import SegDataset, synthetic_split
+from harness.config import StudyConfig, dump_yaml, hparams_of
+from harness.data import SegDataset
+from harness.data.sources import load_splits
 from harness.evaluate.segment import evaluate_dataset
 from harness.evaluate.shifts import evaluate_shifts, first_images, shift_metrics
-from harness.model import build_model, count_parameters, resolve_device
+from harness.experiment.costs import PeakMemory
+from harness.home import cache_dir
+from harness.model import build_model, count_parameters, resolve_device, torch_threads
+from harness.optim import Hparams
 from harness.probes.suite import probe_batches, run_probes
-from harness.tracking.costs import PeakMemory
+from harness.tracking import schema
 from harness.tracking.mlflow_log import MetricBuffer, log_file, log_metrics, log_params
-from harness.tracking.store import cache_dir
 from harness.train.batches import batch_loss
 from harness.train.loop import TrainingDiverged, train
-
-MODEL_ARTIFACT = "model/state_dict.pt"
 
 
 @dataclass
 class TrialSpec:
     method: str
-    hparams: dict  # optimizer settings: lr, weight_decay, rho, eta, every_k
+    hparams: Hparams  # the method's typed settings (lr, weight_decay, rho, ...)
     seed: int
     phase: str  # tune | final | single
     trial_number: int | None = None
     tags: dict = field(default_factory=dict)
 
 
-def method_hparams(cfg: StudyConfig, method: str, overrides: dict | None = None) -> dict:
-    """The optimizer settings of `method` from the config, with `overrides` (tuned values)."""
-    m = cfg.methods[method]
-    hp = {"lr": m.lr, "weight_decay": m.weight_decay}
-    if method in ("sam", "asam"):
-        hp["rho"] = m.rho if m.rho is not None else (0.05 if method == "sam" else 0.5)
-        hp["every_k"] = m.every_k
-    if method == "asam":
-        hp["eta"] = m.eta if m.eta is not None else 0.01
-    hp.update(overrides or {})
-    return hp
+def method_hparams(cfg: StudyConfig, method: str, overrides: dict | None = None) -> Hparams:
+    """The settings of `method` from the config, with `overrides` (tuned or given values)."""
+    return dataclasses.replace(hparams_of(cfg.methods[method]), **(overrides or {}))
 
 
-def load_splits(cfg: StudyConfig, splits=("train", "val", "test")) -> dict[str, SegDataset]:
-    d = cfg.data
-    sizes = {"train": d.train_size, "val": d.val_size, "test": d.test_size}
-    return {s: synthetic_split(d.domain, s, sizes[s], d.image_size, d.seed, d.max_objects,
-                               cache_dir()) for s in splits}
-
-
-def _set_threads(cfg: StudyConfig) -> None:
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+def study_tags(cfg: StudyConfig) -> dict[str, str]:
+    return {schema.STUDY: cfg.name, schema.PRESET: cfg.preset or ""}
 
 
 def run_trial(
@@ -77,23 +63,22 @@ def run_trial(
 ) -> dict[str, float]:
     """Train and evaluate one configuration; returns the logged summary metrics."""
     tags = {
-        "harness.study": cfg.name,
-        "harness.preset": cfg.preset or "",
-        "harness.method": spec.method,
-        "harness.phase": spec.phase,
-        "harness.seed": str(spec.seed),
-        "harness.role": "trial",
+        **study_tags(cfg),
+        schema.METHOD: spec.method,
+        schema.PHASE: spec.phase,
+        schema.SEED: str(spec.seed),
+        schema.ROLE: schema.ROLE_TRIAL,
         **spec.tags,
     }
     if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
+        tags[schema.PARENT_RUN] = parent_run_id
     number = f"-t{spec.trial_number}" if spec.trial_number is not None else ""
-    tags["mlflow.runName"] = f"{spec.method}-{spec.phase}{number}-seed{spec.seed}"
+    tags[schema.RUN_NAME] = f"{spec.method}-{spec.phase}{number}-seed{spec.seed}"
     run = client.create_run(experiment_id, tags=tags)
     run_id = run.info.run_id
     if on_run_created is not None:
         on_run_created(run_id)
-    with recorded_outcome(client, run_id):
+    with recorded_outcome(client, run_id), torch_threads(cfg.train.threads):
         return _execute(cfg, spec, client, run_id, progress)
 
 
@@ -104,39 +89,40 @@ def recorded_outcome(client: MlflowClient, run_id: str) -> Iterator[None]:
     try:
         yield
     except TrainingDiverged as exc:
-        client.set_tag(run_id, "harness.status", "diverged")
-        client.set_tag(run_id, "harness.fail_reason", str(exc))
+        client.set_tag(run_id, schema.STATUS, schema.STATUS_DIVERGED)
+        client.set_tag(run_id, schema.FAIL_REASON, str(exc))
         client.set_terminated(run_id, "FAILED")
         raise
     except BaseException:
         client.set_terminated(run_id, "KILLED")
         raise
-    client.set_tag(run_id, "harness.status", "ok")
+    client.set_tag(run_id, schema.STATUS, schema.STATUS_OK)
     client.set_terminated(run_id, "FINISHED")
 
 
 def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: str,
              progress: bool) -> dict[str, float]:
-    _set_threads(cfg)
-    trial_cfg = {"method": spec.method, "phase": spec.phase, "seed": spec.seed, **spec.hparams}
+    trial_cfg = {"method": spec.method, "phase": spec.phase, "seed": spec.seed,
+                 **spec.hparams.as_dict()}
     log_params(client, run_id, {
         **trial_cfg, "model": cfg.model.__dict__, "data": cfg.data.__dict__,
         "train": cfg.train.__dict__, "study": cfg.name, "preset": cfg.preset or "",
     })
     client.log_text(run_id, dump_yaml({"trial": trial_cfg, "study": cfg.to_dict()}),
-                    "config.yaml")
+                    schema.CONFIG_ARTIFACT)
 
     started = time.perf_counter()
-    splits = load_splits(cfg)
+    splits = load_splits(cfg.data)
     torch.manual_seed(spec.seed)
     device = resolve_device(cfg.train.device)
     model = build_model(cfg.model.preset, cfg.model.checkpoint, cfg.model.trainable).to(device)
-    log_metrics(client, run_id, {"model/params": count_parameters(model),
-                                 "model/trainable_params": count_parameters(model, True)})
+    log_metrics(client, run_id, {schema.MODEL_PARAMS: count_parameters(model),
+                                 schema.MODEL_TRAINABLE: count_parameters(model, True)})
     curves = MetricBuffer(client, run_id)
+
     def validate(m):
-        return {"val/miou": evaluate_dataset(m, splits["val"], boundary=False,
-                                             batch_size=cfg.train.eval_batch_size)["miou"]}
+        return {schema.VAL_MIOU: evaluate_dataset(m, splits["val"], boundary=False,
+                                                  batch_size=cfg.train.eval_batch_size)["miou"]}
 
     try:
         with PeakMemory(device) as memory:
@@ -151,24 +137,24 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
         curves.flush()  # the curve up to a divergence is the evidence for it
 
     summary = {
-        "cost/train_seconds": result.seconds,
-        "cost/step_seconds": result.seconds / max(1, result.steps),
-        "cost/peak_memory_mb": memory.peak_mb,
-        "train/final_loss": result.final_loss,
+        schema.COST_TRAIN: result.seconds,
+        schema.COST_STEP: result.seconds / max(1, result.steps),
+        schema.COST_MEMORY: memory.peak_mb,
+        schema.TRAIN_FINAL_LOSS: result.final_loss,
         **clean_metrics(cfg, model, splits),
     }
     # val/miou is already on the per-epoch curve at this step (same model, same value)
-    log_metrics(client, run_id, {k: v for k, v in summary.items() if k != "val/miou"},
+    log_metrics(client, run_id, {k: v for k, v in summary.items() if k != schema.VAL_MIOU},
                 step=result.steps)
-    log_file(client, run_id, lambda p: torch.save(model.state_dict(), p), "state_dict.pt",
-             "model")
-    if spec.phase != "tune" or cfg.evaluate.in_tuning:
+    log_file(client, run_id, lambda p: torch.save(model.state_dict(), p), schema.MODEL_FILE,
+             schema.MODEL_DIR)
+    if spec.phase != schema.PHASE_TUNE or cfg.evaluate.in_tuning:
         extra = evaluate_extras(cfg, model, splits, client, run_id, progress,
-                                test_miou=summary.get("test/miou"))
+                                test_miou=summary.get(schema.TEST_MIOU))
         log_metrics(client, run_id, extra, step=result.steps)
         summary.update(extra)
     # the whole trial as a user waits for it: data, training, evaluation, shifts, probes
-    wall = {"cost/wall_seconds": time.perf_counter() - started}
+    wall = {schema.COST_WALL: time.perf_counter() - started}
     log_metrics(client, run_id, wall, step=result.steps)
     return {**summary, **wall}
 
@@ -182,8 +168,8 @@ def clean_metrics(cfg: StudyConfig, model: torch.nn.Module,
         scores = evaluate_dataset(model, splits[split], batch_size=cfg.train.eval_batch_size)
         seconds = scores.pop("infer_seconds")
         if split == "test":
-            out["cost/infer_ms_per_image"] = 1000 * seconds / len(splits[split].images)
-        out.update({f"{split}/{k}": v for k, v in scores.items()})
+            out[schema.COST_INFER] = 1000 * seconds / len(splits[split].images)
+        out.update({schema.split_metric(split, k): v for k, v in scores.items()})
     return out
 
 
@@ -198,27 +184,29 @@ def evaluate_extras(cfg: StudyConfig, model: torch.nn.Module, splits: dict[str, 
     if shifts:
         table = evaluate_shifts(model, cfg, splits["test"], cache_dir(), shifts, progress,
                                 reuse_scores)
-        log_file(client, run_id, lambda p: table.to_csv(p, index=False), "shifts.csv")
+        log_file(client, run_id, lambda p: table.to_csv(p, index=False), schema.SHIFTS_ARTIFACT)
         metrics.update(shift_metrics(table))
         clean = table.loc[table["kind"] == "clean", "miou"]
-        if "shift/mean/miou" in metrics and len(clean):
-            metrics["gap/clean_minus_shift_miou"] = float(clean.iloc[0]) - metrics[
-                "shift/mean/miou"]
+        if schema.SHIFT_MEAN_MIOU in metrics and len(clean):
+            metrics[schema.GAP_CLEAN_SHIFT] = float(clean.iloc[0]) - metrics[
+                schema.SHIFT_MEAN_MIOU]
     if cfg.probes.enabled if probes is None else probes:
         device = next(model.parameters()).device
         batches = [b.to(device) for b in probe_batches(splits["train"], cfg.probes)]
         report = run_probes(model, batch_loss, batches, cfg.probes, progress)
         metrics.update(report.metrics)
         for name, fig in report.figures.items():
-            log_file(client, run_id, lambda p, f=fig: f.savefig(p, dpi=120), name, "probes")
+            log_file(client, run_id, lambda p, f=fig: f.savefig(p, dpi=120), name,
+                     schema.PROBES_DIR)
         for name, df in report.tables.items():
-            log_file(client, run_id, lambda p, d=df: d.to_csv(p, index=False), name, "probes")
+            log_file(client, run_id, lambda p, d=df: d.to_csv(p, index=False), name,
+                     schema.PROBES_DIR)
         train_probe = first_images(splits["train"], len(splits["test"].images))
         train_miou = evaluate_dataset(model, train_probe, batch_size=cfg.train.eval_batch_size,
                                       boundary=False)["miou"]
-        metrics["train/miou"] = train_miou
+        metrics[schema.TRAIN_MIOU] = train_miou
         if test_miou is None:
             test_miou = evaluate_dataset(model, splits["test"], boundary=False,
                                          batch_size=cfg.train.eval_batch_size)["miou"]
-        metrics["gap/train_minus_test_miou"] = train_miou - test_miou
+        metrics[schema.GAP_TRAIN_TEST] = train_miou - test_miou
     return metrics

@@ -22,20 +22,17 @@ from mlflow.tracking import MlflowClient
 
 from harness.config import StudyConfig, dump_yaml
 from harness.data import SegDataset
+from harness.data.sources import load_splits
 from harness.evaluate.ensemble import Ensemble
 from harness.evaluate.segment import predict_dataset
-from harness.tracking.costs import PeakMemory
+from harness.experiment.costs import PeakMemory
+from harness.experiment.ondemand import load_logged_model
+from harness.experiment.trial import clean_metrics, evaluate_extras, recorded_outcome, study_tags
+from harness.tracking import schema
 from harness.tracking.mlflow_log import log_metrics, log_params, runs_with_tags
-from harness.tracking.ondemand import load_logged_model
-from harness.tracking.trial import (
-    clean_metrics,
-    evaluate_extras,
-    load_splits,
-    recorded_outcome,
-)
 
 TIMING_REPEATS = 3
-SUMMED_COSTS = ("cost/train_seconds", "cost/step_seconds", "cost/wall_seconds")
+SUMMED_COSTS = (schema.COST_TRAIN, schema.COST_STEP, schema.COST_WALL)
 
 
 def ensemble_seeds(cfg: StudyConfig, name: str) -> list[int]:
@@ -54,9 +51,9 @@ def member_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, me
                 seeds: list[int]) -> dict[int, object]:
     """{seed: finished final run of `method`} for the seeds that have one."""
     runs = runs_with_tags(client, [experiment_id], {
-        "mlflow.parentRunId": parent_run_id, "harness.role": "trial", "harness.method": method,
-        "harness.phase": "final", "harness.status": "ok"})
-    by_seed = {int(r.data.tags["harness.seed"]): r for r in runs if r.info.status == "FINISHED"}
+        schema.PARENT_RUN: parent_run_id, schema.ROLE: schema.ROLE_TRIAL, schema.METHOD: method,
+        schema.PHASE: schema.PHASE_FINAL, schema.STATUS: schema.STATUS_OK})
+    by_seed = {int(r.data.tags[schema.SEED]): r for r in runs if r.info.status == "FINISHED"}
     return {s: by_seed[s] for s in seeds if s in by_seed}
 
 
@@ -67,24 +64,24 @@ def run_ensemble(cfg: StudyConfig, name: str, client: MlflowClient, experiment_i
     ens = cfg.ensembles[name]
     key = ensemble_key(cfg, name)
     if runs_with_tags(client, [experiment_id], {
-            "mlflow.parentRunId": parent_run_id, "harness.role": "ensemble",
-            "harness.ensemble_key": key, "harness.status": "ok"}):
+            schema.PARENT_RUN: parent_run_id, schema.ROLE: schema.ROLE_ENSEMBLE,
+            schema.ENSEMBLE_KEY: key, schema.STATUS: schema.STATUS_OK}):
         return None
     seeds = ensemble_seeds(cfg, name)
     members = member_runs(client, experiment_id, parent_run_id, ens.members, seeds)
     missing = [s for s in seeds if s not in members]
     if missing:
-        client.set_tag(parent_run_id, f"harness.no_final.{name}",
+        client.set_tag(parent_run_id, schema.no_final(name),
                        f"no finished {ens.members} final run for seed(s) "
                        f"{', '.join(map(str, missing))}")
         return None
     ids = [members[s].info.run_id for s in seeds]
     run = client.create_run(experiment_id, tags={
-        "mlflow.parentRunId": parent_run_id, "mlflow.runName": f"{name}-k{len(ids)}",
-        "harness.study": cfg.name, "harness.preset": cfg.preset or "",
-        "harness.method": name, "harness.phase": "final", "harness.role": "ensemble",
-        "harness.ensemble_key": key, "harness.members": ",".join(ids),
-        "mlflow.note.content": "Members:\n" + "\n".join(
+        schema.PARENT_RUN: parent_run_id, schema.RUN_NAME: f"{name}-k{len(ids)}",
+        **study_tags(cfg), schema.METHOD: name, schema.PHASE: schema.PHASE_FINAL,
+        schema.ROLE: schema.ROLE_ENSEMBLE, schema.ENSEMBLE_KEY: key,
+        schema.MEMBERS: ",".join(ids),
+        schema.NOTE: "Members:\n" + "\n".join(
             f"- seed {s}: [{i}](#/experiments/{experiment_id}/runs/{i})"
             for s, i in zip(seeds, ids)),
     })
@@ -103,15 +100,15 @@ def _evaluate(cfg: StudyConfig, name: str, seeds: list[int], members: list,
         "model": cfg.model.__dict__, "data": cfg.data.__dict__, "study": cfg.name,
         "preset": cfg.preset or ""})
     client.log_text(run_id, dump_yaml({"ensemble": {"name": name, **ens.__dict__},
-                                       "study": cfg.to_dict()}), "config.yaml")
+                                       "study": cfg.to_dict()}), schema.CONFIG_ARTIFACT)
     models = [load_logged_model(r.info.run_id, client=client)[2] for r in members]
     ensemble = Ensemble(models, ens.aggregation)
     # no probes on an ensemble, so no training split: only what is evaluated
-    splits = load_splits(cfg, tuple(dict.fromkeys([*cfg.evaluate.splits, "test"])))
+    splits = load_splits(cfg.data, tuple(dict.fromkeys([*cfg.evaluate.splits, "test"])))
 
     with PeakMemory(next(ensemble.parameters()).device) as memory:
         summary = clean_metrics(cfg, ensemble, splits)
-    summary["cost/infer_peak_memory_mb"] = memory.peak_mb
+    summary[schema.COST_INFER_MEMORY] = memory.peak_mb
     # replaces the single timing above with interleaved, repeated ones beside a member
     summary.update(inference_cost(ensemble, models[0], splits["test"],
                                   cfg.train.eval_batch_size))
@@ -119,12 +116,12 @@ def _evaluate(cfg: StudyConfig, name: str, seeds: list[int], members: list,
         values = [r.data.metrics.get(key) for r in members]
         if None not in values:
             summary[key] = float(sum(values))
-    peaks = [r.data.metrics.get("cost/peak_memory_mb") for r in members]
+    peaks = [r.data.metrics.get(schema.COST_MEMORY) for r in members]
     if None not in peaks:
-        summary["cost/peak_memory_mb"] = float(max(peaks))
+        summary[schema.COST_MEMORY] = float(max(peaks))
     log_metrics(client, run_id, summary)
     extra = evaluate_extras(cfg, ensemble, splits, client, run_id, progress, probes=False,
-                            test_miou=summary.get("test/miou"))
+                            test_miou=summary.get(schema.TEST_MIOU))
     log_metrics(client, run_id, extra)
     return {**summary, **extra}
 
@@ -140,6 +137,6 @@ def inference_cost(ensemble: Ensemble, member, dataset: SegDataset,
             predict_dataset(model, dataset, batch_size=batch_size)
             times[label].append(time.perf_counter() - start)
     per_image = {k: 1000 * statistics.median(v) / len(dataset.images) for k, v in times.items()}
-    return {"cost/infer_ms_per_image": per_image["ensemble"],
-            "cost/member_infer_ms_per_image": per_image["member"],
-            "cost/infer_ratio_vs_member": per_image["ensemble"] / per_image["member"]}
+    return {schema.COST_INFER: per_image["ensemble"],
+            schema.COST_MEMBER_INFER: per_image["member"],
+            schema.COST_INFER_RATIO: per_image["ensemble"] / per_image["member"]}

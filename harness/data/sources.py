@@ -1,0 +1,69 @@
+"""The one way to get a dataset: ``load_split(data_cfg, split)``.
+
+Every consumer — the trial, the shift suite's domain cells, the benches — asks here, so a new
+data format is one module plus one entry in :data:`SOURCES`. A source turns the study's
+``data:`` section and a split name into a :class:`~harness.data.dataset.SegDataset`, and
+names what is wrong with a ``data:`` section it cannot serve (config validation asks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.data.dataset import SPLIT_OFFSETS, SegDataset, synthetic_split
+from harness.data.synthetic import DOMAINS
+from harness.errors import HarnessError
+from harness.home import cache_dir as default_cache_dir
+
+if TYPE_CHECKING:  # the data section's type lives with the rest of the config
+    from harness.config import DataConfig
+
+SPLITS = tuple(SPLIT_OFFSETS)
+
+
+@dataclass(frozen=True)
+class Source:
+    load: Callable[["DataConfig", str, Path | None], SegDataset]
+    problems: Callable[["DataConfig"], list[tuple[str, str]]]  # (key under data., message)
+    describe: str
+
+
+def _synthetic(data: "DataConfig", split: str, cache: Path | None) -> SegDataset:
+    sizes = {"train": data.train_size, "val": data.val_size, "test": data.test_size}
+    return synthetic_split(data.domain, split, sizes[split], data.image_size, data.seed,
+                           data.max_objects, cache)
+
+
+def _synthetic_problems(data: "DataConfig") -> list[tuple[str, str]]:
+    out = []
+    if data.domain not in DOMAINS:
+        out.append(("domain", f"is {data.domain!r}; choose one of {', '.join(DOMAINS)}"))
+    for key in ("image_size", "train_size", "val_size", "test_size", "max_objects"):
+        if getattr(data, key) < 1:
+            out.append((key, "must be ≥ 1"))
+    return out
+
+
+SOURCES: dict[str, Source] = {
+    "synthetic": Source(_synthetic, _synthetic_problems,
+                        "procedural domains (data.domain: " + ", ".join(DOMAINS) + ")"),
+}
+
+
+def load_split(data: "DataConfig", split: str, cache_dir: Path | None = None) -> SegDataset:
+    """Split `split` (train, val, test) of the dataset `data` describes; cached under
+    `cache_dir` (default: ``$HARNESS_HOME/cache``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if data.source not in SOURCES:
+        raise HarnessError(f"unknown data source {data.source!r}; choose one of "
+                           f"{', '.join(SOURCES)}")
+    return SOURCES[data.source].load(data, split, cache_dir or default_cache_dir())
+
+
+def load_splits(data: "DataConfig", splits=SPLITS,
+                cache_dir: Path | None = None) -> dict[str, SegDataset]:
+    return {split: load_split(data, split, cache_dir) for split in splits}

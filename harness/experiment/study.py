@@ -1,0 +1,417 @@
+"""The study runner: equal-budget tuning per method, then every final seed of each best config.
+
+Protocol
+--------
+- phase `tune`: for each method its own Optuna study `<key>/tune/<method>` (TPE over that
+  method's search space, objective = clean *validation* mIoU). Every method gets exactly
+  `tuning.trials_per_method` finished trials (COMPLETE, or PRUNED when training diverged — a
+  divergence is a result and uses budget). Trials that crashed or were interrupted are FAIL
+  and are redone on the next run.
+- phase `final`: for each method, its best tuned config × every seed in `final_seeds`, in
+  `<key>/final/<method>`; these runs are the ones compared on the test split. Each seed is
+  one *enqueued* Optuna trial (state WAITING, with its seed and settings as user attrs), and
+  a worker runs a trial only after moving it from WAITING to RUNNING, which the storage does
+  for one worker alone (a row lock on PostgreSQL, the write lock on SQLite, the log order of
+  a journal file). So several workers share the seeds, each seed runs once, and no trial
+  exists that is not a real run. An interrupted seed is queued again by its own worker.
+
+Every trial is an MLflow child run under one parent run per study (`harness.role=study`); the
+Optuna trial records its run id in user attr `mlflow_run_id`. Running again resumes: finished
+trials are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from harness import interrupt
+from harness.config import StudyConfig, dump_yaml
+from harness.errors import HarnessError
+from harness.experiment.ensemble import run_ensemble
+from harness.experiment.trial import TrialSpec, method_hparams, run_trial, study_tags
+from harness.optim import Hparams, get_method
+from harness.tracking import schema
+from harness.tracking.mlflow_log import flatten, log_metrics, log_params, runs_with_tags
+from harness.tracking.store import get_experiment_id, optuna_storage, tracking_client
+from harness.train.loop import TrainingDiverged
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+LIVE = (TrialState.WAITING, TrialState.RUNNING, *DONE)  # a seed in one of these is taken
+CREATOR_GRACE_S = 10.0  # how long a worker waits for another to queue a new final study
+
+
+def study_key(cfg: StudyConfig) -> str:
+    return schema.study_key(cfg.name, cfg.preset)
+
+
+def optuna_name(cfg: StudyConfig, phase: str, method: str) -> str:
+    return schema.optuna_study_name(study_key(cfg), phase, method)
+
+
+@dataclass
+class StudyContext:
+    cfg: StudyConfig
+    storage: optuna.storages.BaseStorage
+    client: object
+    experiment_id: str
+    parent_run_id: str
+    progress: bool = True
+
+
+def _sampler(cfg: StudyConfig, method: str, n_existing: int) -> optuna.samplers.BaseSampler:
+    t = cfg.tuning
+    # Offset the seed by the trials already run so a resumed study does not replay suggestions.
+    seed = (t.sampler_seed + zlib.crc32(method.encode()) + n_existing) % 2**31
+    if t.sampler == "grid":
+        # GridSampler itself skips grid points already finished or running in the storage
+        space = {name: p.choices for name, p in cfg.methods[method].search.items()}
+        return optuna.samplers.GridSampler(space, seed=seed)
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=t.n_startup_trials, multivariate=t.multivariate,
+        constant_liar=t.constant_liar,
+    )
+
+
+def _suggest(trial: optuna.Trial, cfg: StudyConfig, method: str) -> Hparams:
+    values = {}
+    for name, space in cfg.methods[method].search.items():
+        if space.choices is not None:
+            values[name] = trial.suggest_categorical(name, space.choices)
+        else:
+            values[name] = trial.suggest_float(name, space.low, space.high, log=space.log)
+    return method_hparams(cfg, method, values)
+
+
+def _run(ctx: StudyContext, trial: optuna.Trial, method: str, phase: str, seed: int,
+         hparams: Hparams, bar: tqdm) -> float:
+    """One trial's MLflow run; its validation mIoU, or TrialPruned when training diverged."""
+    interrupt.check()
+    spec = TrialSpec(method, hparams, seed, phase, trial.number,
+                     tags={schema.OPTUNA_STUDY: trial.study.study_name})
+    try:
+        metrics = run_trial(
+            ctx.cfg, spec, ctx.client, ctx.experiment_id, ctx.parent_run_id,
+            on_run_created=lambda rid: trial.set_user_attr(schema.ATTR_RUN_ID, rid),
+            progress=ctx.progress,
+        )
+    except TrainingDiverged as exc:
+        trial.set_user_attr(schema.ATTR_FAIL_REASON, str(exc))
+        bar.update()
+        bar.write(f"{method} {phase} #{trial.number}: diverged ({exc})")
+        raise optuna.TrialPruned(str(exc)) from None
+    bar.update()
+    bar.write(f"{method} {phase} #{trial.number} seed {seed}: val mIoU "
+              f"{metrics.get(schema.VAL_MIOU, float('nan')):.4f}  test mIoU "
+              f"{metrics.get(schema.TEST_MIOU, float('nan')):.4f}")
+    return metrics[schema.VAL_MIOU]
+
+
+def _tune_objective(ctx: StudyContext, method: str, bar: tqdm) -> Callable:
+    def objective(trial: optuna.Trial) -> float:
+        seed, hparams = ctx.cfg.tuning.seed, _suggest(trial, ctx.cfg, method)
+        trial.set_user_attr(schema.ATTR_SEED, seed)
+        trial.set_user_attr(schema.ATTR_HPARAMS, hparams.as_dict())
+        return _run(ctx, trial, method, schema.PHASE_TUNE, seed, hparams, bar)
+    return objective
+
+
+def _count(study: optuna.Study, states=DONE) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _close_orphans(ctx: StudyContext, study: optuna.Study) -> None:
+    """Mark KILLED the runs of failed trials that were left RUNNING.
+
+    A trial's own handler closes its run on Ctrl+C, but not when the process was killed, nor
+    when the interrupt landed inside an MLflow write and the closing write failed too.
+    """
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = trial.user_attrs.get(schema.ATTR_RUN_ID)
+        if run_id and ctx.client.get_run(run_id).info.status == "RUNNING":
+            ctx.client.set_terminated(run_id, "KILLED")
+
+
+def _label(study: optuna.Study, ctx: StudyContext, phase: str, method: str) -> optuna.Study:
+    for key, value in {schema.STUDY: ctx.cfg.name, schema.PRESET: ctx.cfg.preset or "",
+                       "phase": phase, "method": method}.items():
+        study.set_user_attr(key, value)
+    _close_orphans(ctx, study)
+    return study
+
+
+def _load(ctx: StudyContext, phase: str, method: str) -> optuna.Study:
+    study = optuna.create_study(study_name=optuna_name(ctx.cfg, phase, method),
+                                storage=ctx.storage, direction="maximize", load_if_exists=True)
+    return _label(study, ctx, phase, method)
+
+
+def _tune(ctx: StudyContext, method: str, bar: tqdm) -> optuna.Study:
+    budget = ctx.cfg.tuning.trials_per_method
+    study = _load(ctx, schema.PHASE_TUNE, method)
+    study.sampler = _sampler(ctx.cfg, method, len(study.trials))
+    t = ctx.cfg.tuning
+    study.set_user_attr(schema.ATTR_SAMPLER, {
+        "name": type(study.sampler).__name__, "seed": t.sampler_seed,
+        "n_startup_trials": t.n_startup_trials, "multivariate": t.multivariate,
+        "constant_liar": t.constant_liar})
+    remaining = budget - _count(study)
+    if remaining > 0:
+        study.optimize(
+            _tune_objective(ctx, method, bar), n_trials=remaining,
+            callbacks=[optuna.study.MaxTrialsCallback(budget, states=DONE)],
+        )
+    return study
+
+
+# ---------------------------------------------------------------- the final phase's queue
+def _final_study(ctx: StudyContext, method: str, hparams: Hparams) -> optuna.Study:
+    """The final study of `method`, with every final seed queued exactly once.
+
+    Creating a study is atomic (its name is unique in the storage), so the worker that
+    creates it queues the seeds; the others wait until they see them. A seed with no live
+    trial at all (added to ``final_seeds`` later, or its creator died while queueing) is
+    queued by whichever worker notices.
+    """
+    name = optuna_name(ctx.cfg, schema.PHASE_FINAL, method)
+    try:
+        study = optuna.create_study(study_name=name, storage=ctx.storage, direction="maximize")
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=ctx.storage)
+        created = False
+    _label(study, ctx, schema.PHASE_FINAL, method)
+    if _heartbeat_interval(ctx.storage):
+        with warnings.catch_warnings():  # "experimental", yet what optimize() calls too
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's seed is free again
+    if not created:
+        deadline = time.monotonic() + CREATOR_GRACE_S
+        while not study.get_trials(deepcopy=False) and time.monotonic() < deadline:
+            time.sleep(0.2)  # its creator is queueing the seeds right now
+    taken = {t.user_attrs.get(schema.ATTR_SEED)
+             for t in study.get_trials(deepcopy=False, states=LIVE)}
+    for seed in ctx.cfg.final_seeds:
+        if seed not in taken:
+            _queue_seed(study, seed, hparams)
+    return study
+
+
+def _queue_seed(study: optuna.Study, seed: int, hparams: Hparams) -> None:
+    study.enqueue_trial({}, user_attrs={schema.ATTR_SEED: seed,
+                                        schema.ATTR_HPARAMS: hparams.as_dict()})
+
+
+def _claim(storage: optuna.storages.BaseStorage, study: optuna.Study) -> optuna.Trial | None:
+    """A queued trial of `study` that this worker now owns (RUNNING), or None when none is
+    left. Only the WAITING → RUNNING transition is trusted: the storage grants it to one
+    worker, so a trial another worker claimed first is skipped."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for frozen in storage.get_all_trials(study_id, deepcopy=False,
+                                         states=(TrialState.WAITING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+        try:
+            if storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                return optuna.Trial(study, trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def _heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
+    """Seconds between heartbeats, or None where the storage keeps none (journal files)."""
+    get = getattr(storage, "get_heartbeat_interval", None)  # RDB storages only
+    return get() if get is not None else None
+
+
+@contextlib.contextmanager
+def _heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iterator[None]:
+    """What ``Study.optimize`` does for its own trials: tell an RDB storage this worker is
+    alive, so that if it is killed the trial is failed (and its seed queued again)."""
+    interval = _heartbeat_interval(storage)
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _run_queued(ctx: StudyContext, study: optuna.Study, method: str, bar: tqdm) -> None:
+    """Run the final trials this worker can claim until the queue is empty."""
+    while (trial := _claim(ctx.storage, study)) is not None:
+        seed = trial.user_attrs[schema.ATTR_SEED]
+        hparams = get_method(method).from_dict(trial.user_attrs[schema.ATTR_HPARAMS])
+        try:
+            with _heartbeat(ctx.storage, trial):
+                value = _run(ctx, trial, method, schema.PHASE_FINAL, seed, hparams, bar)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            _queue_seed(study, seed, hparams)  # this worker owned the seed: hand it back
+            raise
+        else:
+            study.tell(trial, value)
+
+
+def _final(ctx: StudyContext, method: str, tuned: optuna.Study, bar: tqdm) -> None:
+    complete = tuned.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        bar.write(f"{method}: every tuning trial diverged; no final runs")
+        ctx.client.set_tag(ctx.parent_run_id, schema.no_final(method),
+                           "every tuning trial diverged")
+        return
+    best = max(complete, key=lambda t: t.value)
+    hparams = get_method(method).from_dict(best.user_attrs[schema.ATTR_HPARAMS])
+    study = _final_study(ctx, method, hparams)
+    study.set_user_attr(schema.ATTR_BEST_TUNE_TRIAL, best.number)
+    _run_queued(ctx, study, method, bar)
+
+
+def _ensemble(ctx: StudyContext, name: str, bar: tqdm) -> None:
+    metrics = run_ensemble(ctx.cfg, name, ctx.client, ctx.experiment_id, ctx.parent_run_id,
+                           ctx.progress)
+    bar.update()
+    if metrics is not None:
+        bar.write(f"{name} ensemble: val mIoU {metrics.get(schema.VAL_MIOU, float('nan')):.4f}"
+                  f"  test mIoU {metrics.get(schema.TEST_MIOU, float('nan')):.4f}  inference "
+                  f"×{metrics[schema.COST_INFER_RATIO]:.2f} of one member")
+
+
+def _parent_run(client, experiment_id: str, cfg: StudyConfig) -> str:
+    """The study's parent run (created on first use); refuses a changed configuration."""
+    key = study_key(cfg)
+    runs = runs_with_tags(client, [experiment_id], {schema.ROLE: schema.ROLE_STUDY,
+                                                     schema.STUDY_KEY: key})
+    recorded_cfg = {k: str(v) for k, v in flatten(
+        {k: v for k, v in cfg.to_dict().items() if k != "presets"}).items()}
+    if runs:
+        run = sorted(runs, key=lambda r: r.info.start_time)[0]
+        changed = sorted(k for k, v in recorded_cfg.items()
+                         if k in run.data.params and run.data.params[k] != v
+                         and not k.startswith(schema.RESUMABLE_PARAMS))
+        if changed:
+            raise HarnessError(
+                f"study {key!r} was recorded with a different configuration (changed: "
+                f"{', '.join(changed)}); rename the study or use another HARNESS_HOME")
+        client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id
+    run = client.create_run(experiment_id, tags={
+        schema.ROLE: schema.ROLE_STUDY, **study_tags(cfg), schema.STUDY_KEY: key,
+        schema.RUN_NAME: key})
+    log_params(client, run.info.run_id, {k: v for k, v in recorded_cfg.items()
+                                         if not k.startswith(schema.RESUMABLE_PARAMS)})
+    client.log_text(run.info.run_id, dump_yaml(cfg), schema.STUDY_ARTIFACT)
+    return run.info.run_id
+
+
+def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: str | None = None,
+              progress: bool = True) -> dict:
+    """Run (or resume) the whole study; returns a summary {method: {phase: n_done}}."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    client = tracking_client(tracking_uri)
+    experiment_id = get_experiment_id(client, cfg.name)
+    ctx = StudyContext(cfg, optuna_storage(storage_url), client, experiment_id,
+                       _parent_run(client, experiment_id, cfg), progress)
+    total = (len(cfg.methods) * (cfg.tuning.trials_per_method + len(cfg.final_seeds))
+             + len(cfg.ensembles))
+    bar = tqdm(total=total, desc=f"study {study_key(cfg)}", disable=not progress)
+    try:
+        tuned = {m: _tune(ctx, m, bar) for m in cfg.methods}
+        for method, study in tuned.items():
+            _final(ctx, method, study, bar)
+        for name in cfg.ensembles:
+            _ensemble(ctx, name, bar)
+    except BaseException:
+        client.set_terminated(ctx.parent_run_id, "KILLED")
+        raise
+    finally:
+        bar.close()
+    summary = study_status(cfg, storage_url, tracking_uri)
+    _log_parent_summary(ctx)
+    client.set_terminated(ctx.parent_run_id, "FINISHED")
+    return summary
+
+
+def _log_parent_summary(ctx: StudyContext) -> None:
+    """Mean final test mIoU per method on the parent run, for a glance in the MLflow UI."""
+    metrics = {}
+    for method in [*ctx.cfg.methods, *ctx.cfg.ensembles]:
+        runs = runs_with_tags(ctx.client, [ctx.experiment_id], {
+            schema.PARENT_RUN: ctx.parent_run_id, schema.METHOD: method,
+            schema.PHASE: schema.PHASE_FINAL, schema.STATUS: schema.STATUS_OK})
+        values = [r.data.metrics[schema.TEST_MIOU] for r in runs
+                  if schema.TEST_MIOU in r.data.metrics]
+        if values:
+            metrics[schema.parent_metric(method, "test_miou_mean")] = sum(values) / len(values)
+            metrics[schema.parent_metric(method, "n")] = len(values)
+    log_metrics(ctx.client, ctx.parent_run_id, metrics)
+
+
+def study_status(cfg: StudyConfig, storage_url: str | None = None,
+                 tracking_uri: str | None = None) -> dict:
+    """{method: {phase: {state_name: count}}} from the Optuna storage; ensembles (which have
+    no Optuna trials) as {name: {"final": {run_status: count}}} from MLflow."""
+    storage = optuna_storage(storage_url)
+    existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    out: dict = {}
+    for method in cfg.methods:
+        for phase in schema.PHASES:
+            name = optuna_name(cfg, phase, method)
+            counts: dict[str, int] = {}
+            if name in existing:
+                study = optuna.load_study(study_name=name, storage=storage)
+                for t in study.get_trials(deepcopy=False):
+                    counts[t.state.name] = counts.get(t.state.name, 0) + 1
+            out.setdefault(method, {})[phase] = counts
+    if cfg.ensembles:
+        out.update(_ensemble_status(cfg, tracking_uri))
+    return out
+
+
+def _ensemble_status(cfg: StudyConfig, tracking_uri: str | None) -> dict:
+    client = tracking_client(tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.name)
+    parents = [] if experiment is None else runs_with_tags(client, [experiment.experiment_id], {
+        schema.ROLE: schema.ROLE_STUDY, schema.STUDY_KEY: study_key(cfg)})
+    out: dict = {}
+    for name in cfg.ensembles:
+        counts: dict[str, int] = {}
+        for parent in parents:
+            for run in runs_with_tags(client, [experiment.experiment_id], {
+                    schema.PARENT_RUN: parent.info.run_id, schema.ROLE: schema.ROLE_ENSEMBLE,
+                    schema.METHOD: name}):
+                counts[run.info.status] = counts.get(run.info.status, 0) + 1
+        out[name] = {"final": counts}
+    return out
+
+
+def list_studies(storage_url: str | None = None) -> dict[str, dict[str, int]]:
+    """{study key: {"<phase>/<method>": n_trials}} for every harness study in the storage."""
+    out: dict[str, dict[str, int]] = {}
+    for summary in optuna.get_all_study_summaries(optuna_storage(storage_url)):
+        key, rest = schema.parse_optuna_study_name(summary.study_name)
+        out.setdefault(key, {})[rest] = summary.n_trials
+    return out

@@ -1,0 +1,169 @@
+"""Every name a study writes into MLflow and Optuna, and reads back: one place, no literals.
+
+Runs are found by tags, sections of the report by metric names. A name spelled twice drifts
+(a renamed metric silently empties a report section), so writers and readers both import it
+from here; `tests/test_layout.py` refuses a ``"harness.`` tag literal anywhere else.
+Parsers (``parse_*``) are the inverse of the builders next to them.
+"""
+
+from __future__ import annotations
+
+import re
+
+# ------------------------------------------------------------------ MLflow tags
+STUDY = "harness.study"  # the study's name (= its MLflow experiment)
+PRESET = "harness.preset"  # the preset applied ("" for none)
+STUDY_KEY = "harness.study_key"  # name@preset, on the parent run
+ROLE = "harness.role"  # study | trial | ensemble
+METHOD = "harness.method"
+PHASE = "harness.phase"  # tune | final | single
+SEED = "harness.seed"
+STATUS = "harness.status"  # ok | diverged (absent while running or when killed)
+FAIL_REASON = "harness.fail_reason"
+MEMBERS = "harness.members"  # an ensemble's member run ids, comma-separated, in seed order
+ENSEMBLE_KEY = "harness.ensemble_key"  # what makes two ensemble runs the same ensemble
+NO_FINAL_PREFIX = "harness.no_final."  # on the parent run: why a method has no final runs
+
+# MLflow's own tags, and the Optuna study a trial run belongs to
+PARENT_RUN = "mlflow.parentRunId"
+RUN_NAME = "mlflow.runName"
+NOTE = "mlflow.note.content"
+OPTUNA_STUDY = "optuna.study"
+
+ROLE_STUDY, ROLE_TRIAL, ROLE_ENSEMBLE = "study", "trial", "ensemble"
+RUN_ROLES = (ROLE_TRIAL, ROLE_ENSEMBLE)  # the roles that carry results
+STATUS_OK, STATUS_DIVERGED = "ok", "diverged"
+PHASE_TUNE, PHASE_FINAL, PHASE_SINGLE = "tune", "final", "single"
+PHASES = (PHASE_TUNE, PHASE_FINAL)  # the phases that have Optuna studies
+
+
+def no_final(method: str) -> str:
+    return f"{NO_FINAL_PREFIX}{method}"
+
+
+def tag_column(tag: str) -> str:
+    """The column of `tag` in ``MlflowClient.search_runs`` → pandas frames."""
+    return f"tags.{tag}"
+
+
+def metric_column(metric: str) -> str:
+    return f"metrics.{metric}"
+
+
+# ------------------------------------------------------------------ Optuna
+# user attrs of trials
+ATTR_RUN_ID = "mlflow_run_id"
+ATTR_SEED = "seed"
+ATTR_HPARAMS = "hparams"
+ATTR_FAIL_REASON = "fail_reason"
+# user attrs of the final phase's Optuna study
+ATTR_BEST_TUNE_TRIAL = "best_tune_trial"
+ATTR_SAMPLER = "sampler"
+
+
+def study_key(name: str, preset: str | None) -> str:
+    """A study's key: its name, with the preset when one was applied (``name@preset``)."""
+    return f"{name}@{preset}" if preset else name
+
+
+def optuna_study_name(key: str, phase: str, method: str) -> str:
+    """The Optuna study holding one phase of one method of the study with `key`."""
+    return f"{key}/{phase}/{method}"
+
+
+def parse_optuna_study_name(name: str) -> tuple[str, str]:
+    """(study key, "<phase>/<method>") of an Optuna study name."""
+    key, _, rest = name.partition("/")
+    return key, rest
+
+
+# ------------------------------------------------------------------ artifacts
+CONFIG_ARTIFACT = "config.yaml"  # a run's resolved study config (and its trial / ensemble)
+STUDY_ARTIFACT = "study.yaml"  # the parent run's study config
+MODEL_DIR, MODEL_FILE = "model", "state_dict.pt"
+MODEL_ARTIFACT = f"{MODEL_DIR}/{MODEL_FILE}"
+SHIFTS_ARTIFACT = "shifts.csv"
+PROBES_DIR = "probes"
+
+# ------------------------------------------------------------------ params
+# The parent run holds the flattened study config (dotted keys); these may change between
+# runs of one study without invalidating what was recorded.
+RESUMABLE_PARAMS = ("tuning.trials_per_method", "final_seeds", "description", "ensembles")
+
+# ------------------------------------------------------------------ metrics
+TRAIN_LOSS, TRAIN_LR, TRAIN_EPOCH = "train/loss", "train/lr", "train/epoch"
+TRAIN_FINAL_LOSS = "train/final_loss"
+TRAIN_MIOU = "train/miou"  # on as many training images as the test split has (probes)
+MODEL_PARAMS, MODEL_TRAINABLE = "model/params", "model/trainable_params"
+COST_TRAIN = "cost/train_seconds"
+COST_STEP = "cost/step_seconds"
+COST_WALL = "cost/wall_seconds"
+COST_MEMORY = "cost/peak_memory_mb"
+COST_INFER = "cost/infer_ms_per_image"
+COST_INFER_MEMORY = "cost/infer_peak_memory_mb"
+COST_MEMBER_INFER = "cost/member_infer_ms_per_image"
+COST_INFER_RATIO = "cost/infer_ratio_vs_member"
+GAP_TRAIN_TEST = "gap/train_minus_test_miou"
+GAP_CLEAN_SHIFT = "gap/clean_minus_shift_miou"
+SHIFT_MEAN_MIOU = "shift/mean/miou"
+SHIFT_RELATIVE = "shift/relative"
+
+
+def split_metric(split: str, metric: str) -> str:
+    """``val/miou``, ``test/biou``, ...: a clean metric on one split."""
+    return f"{split}/{metric}"
+
+
+VAL_MIOU = split_metric("val", "miou")
+TEST_MIOU = split_metric("test", "miou")
+
+
+def parent_metric(method: str, what: str) -> str:
+    """The parent run's glance at a method's finals: ``final/<method>/<what>``."""
+    return f"final/{method}/{what}"
+
+
+# shift suite: one builder per cell kind, and its parser
+def shift_metric(path: str, metric: str) -> str:
+    """``shift/<path>/<metric>``: ``path`` a corruption, ``mean``, ``s3``, ``clean``, ..."""
+    return f"shift/{path}/{metric}"
+
+
+def corruption_metric(corruption: str, severity: int, metric: str) -> str:
+    return shift_metric(f"{corruption}/s{severity}", metric)
+
+
+def domain_metric(domain: str, metric: str) -> str:
+    return shift_metric(f"domain/{domain}", metric)
+
+
+def jitter_metric(level_index: int, metric: str) -> str:
+    """Box jitter at the `level_index`-th (1-based) level of ``evaluate.box_jitter_levels``."""
+    return shift_metric(f"prompt/box_jitter/l{level_index}", metric)
+
+
+def point_metric(metric: str) -> str:
+    return shift_metric("prompt/point", metric)
+
+
+_CORRUPTION = re.compile(r"^shift/([^/]+)/s(\d+)/([^/]+)$")
+_DOMAIN = re.compile(r"^shift/domain/([^/]+)/([^/]+)$")
+_JITTER = re.compile(r"^shift/prompt/box_jitter/l(\d+)/([^/]+)$")
+
+
+def parse_corruption_metric(name: str) -> tuple[str, int, str] | None:
+    """(corruption, severity, metric) of a :func:`corruption_metric` name, else None."""
+    match = _CORRUPTION.match(name)
+    return (match.group(1), int(match.group(2)), match.group(3)) if match else None
+
+
+def parse_domain_metric(name: str) -> tuple[str, str] | None:
+    """(domain, metric) of a :func:`domain_metric` name, else None."""
+    match = _DOMAIN.match(name)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def parse_jitter_metric(name: str) -> tuple[int, str] | None:
+    """(level index, metric) of a :func:`jitter_metric` name, else None."""
+    match = _JITTER.match(name)
+    return (int(match.group(1)), match.group(2)) if match else None

@@ -1,0 +1,137 @@
+"""Final seeds run exactly once, with several workers on one storage and no placeholder trials.
+
+Workers are threads with storages of their own on one journal file (as processes on one
+host would be) and, in the last test, real `harness study run` processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+from harness.config import study_from_dict
+from harness.experiment.study import (
+    StudyContext,
+    _claim,
+    _final_study,
+    optuna_name,
+    run_study,
+)
+from harness.optim import get_method
+from harness.tracking import schema
+from harness.tracking.store import default_tracking_uri
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _together(n: int, work) -> list:
+    """Run work(i) in n threads released at the same instant; their results in order."""
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+    errors: list = []
+
+    def target(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return results
+
+
+def test_workers_starting_together_queue_each_seed_once(tmp_path, tiny_study_dict):
+    tiny_study_dict["final_seeds"] = [1, 2, 3, 4, 5]
+    cfg = study_from_dict(tiny_study_dict)
+    log = str(tmp_path / "optuna.log")
+    hparams = get_method("adamw").defaults(lr=2e-3)
+
+    def worker(i: int) -> None:
+        ctx = StudyContext(cfg, JournalStorage(JournalFileBackend(log)), None, "0", "parent")
+        _final_study(ctx, "adamw", hparams)
+
+    _together(4, worker)
+    study = optuna.load_study(study_name=optuna_name(cfg, "final", "adamw"),
+                              storage=JournalStorage(JournalFileBackend(log)))
+    trials = study.get_trials()
+    assert sorted(t.user_attrs[schema.ATTR_SEED] for t in trials) == [1, 2, 3, 4, 5]
+    assert all(t.state == TrialState.WAITING for t in trials)
+    assert all(t.user_attrs[schema.ATTR_HPARAMS] == hparams.as_dict() for t in trials)
+    # a later worker with a seed added to the config queues only that seed
+    cfg.final_seeds = [1, 2, 3, 4, 5, 6]
+    worker(0)
+    assert len(study.get_trials()) == 6
+
+
+def test_each_queued_trial_is_claimed_by_one_worker(tmp_path):
+    log = str(tmp_path / "optuna.log")
+    study = optuna.create_study(study_name="q", storage=JournalStorage(JournalFileBackend(log)))
+    for seed in range(12):
+        study.enqueue_trial({}, user_attrs={"seed": seed})
+
+    def worker(i: int) -> list[int]:
+        storage = JournalStorage(JournalFileBackend(log))
+        mine = optuna.load_study(study_name="q", storage=storage)
+        claimed = []
+        while (trial := _claim(storage, mine)) is not None:
+            claimed.append(trial.user_attrs["seed"])
+            mine.tell(trial, 0.0)
+        return claimed
+
+    claimed = _together(4, worker)
+    flat = [seed for seeds in claimed for seed in seeds]
+    assert sorted(flat) == list(range(12)), claimed  # every seed once, none twice
+    assert len(study.get_trials()) == 12  # claiming created no trial of its own
+    assert {t.state for t in study.get_trials()} == {TrialState.COMPLETE}
+
+
+@pytest.mark.slow
+def test_two_study_processes_share_the_final_seeds(home, tmp_path, tiny_study_dict):
+    """Tuning done by one worker, then two `harness study run` processes on one journal
+    file: every final seed is trained once, by one of them, and both exit cleanly."""
+    tiny_study_dict["methods"].pop("asam")
+    tiny_study_dict["tuning"]["trials_per_method"] = 1
+    tiny_study_dict["final_seeds"] = [1, 2, 3, 4]
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_study_dict))
+    storage = f"journal://{tmp_path / 'optuna.log'}"
+    cfg = study_from_dict(tiny_study_dict)
+    one_seed = study_from_dict({**tiny_study_dict, "final_seeds": [1]})
+    # creates the stores, the parent run and the tuning trial; queues and runs seed 1 only
+    run_study(one_seed, storage, progress=False)
+
+    env = {**os.environ, "HARNESS_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "harness.cli", "study", "run", str(path), "--storage",
+               storage, "--quiet"]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+
+    journal = JournalStorage(JournalFileBackend(str(tmp_path / "optuna.log")))
+    final = optuna.load_study(study_name=optuna_name(cfg, "final", "adamw"), storage=journal)
+    trials = final.get_trials()
+    assert sorted(t.user_attrs[schema.ATTR_SEED] for t in trials) == [1, 2, 3, 4]
+    assert {t.state for t in trials} == {TrialState.COMPLETE}
+    client = MlflowClient(default_tracking_uri())
+    experiment = client.get_experiment_by_name(cfg.name)
+    runs = client.search_runs([experiment.experiment_id],
+                              f"tags.`{schema.PHASE}` = 'final'", max_results=100)
+    assert sorted(int(r.data.tags[schema.SEED]) for r in runs) == [1, 2, 3, 4]
+    assert all(r.info.status == "FINISHED" for r in runs)

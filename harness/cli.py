@@ -151,7 +151,7 @@ def train(config_name, preset, method, epochs, seed, tracking_uri, **given):
     """Train and evaluate one model; logs one MLflow run (experiment `<study>-train`)."""
     from harness.config import load_study, method_config
     from harness.experiment.trial import TrialSpec, method_hparams, run_trial
-    from harness.optim.methods import METHODS, bound_problem, hparam_names
+    from harness.optim.methods import METHODS, hparam_names
     from harness.tracking import schema
     from harness.tracking.store import get_experiment_id, tracking_client
 
@@ -162,14 +162,13 @@ def train(config_name, preset, method, epochs, seed, tracking_uri, **given):
         users = [m for m in METHODS if foreign[0] in hparam_names(METHODS[m].hparams)]
         raise click.UsageError(f"--{foreign[0].replace('_', '-')} applies to "
                                f"{', '.join(users)} only, not {method}")
-    for key, value in given.items():
-        if (problem := bound_problem(spec.hparams, key, value)) is not None:
-            raise click.UsageError(f"--{key.replace('_', '-')} {problem}")
     cfg = load_study(config_name, preset)
     cfg.methods.setdefault(method, method_config(method))
     if epochs is not None:
         cfg.train.epochs = epochs
     hparams = method_hparams(cfg, method, given)
+    for key, problem in hparams.problems():  # the same rules as a study's YAML
+        raise click.UsageError(f"--{key.replace('_', '-')} {problem}")
     client = tracking_client(tracking_uri)
     experiment_id = get_experiment_id(client, f"{cfg.name}-train")
     ids = []

@@ -29,7 +29,7 @@ def test_help_lists_commands():
     (("study", "run", "asam-vs-adamw", "--preset", "huge"), "no preset 'huge'"),
     (("study", "run", "missing.yaml"), "study file not found: missing.yaml"),
     (("train", "--preset", "smoke", "--method", "adamw", "--rho", "0.1"),
-     "--rho applies to sam, asam only"),
+     "--rho applies to sam, asam"),
 ])
 def test_user_errors_exit_2_with_one_line(home, args, needle):
     result = invoke(*args)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from harness.errors import HarnessError
+from harness.optim.gsam import GSAM
 from harness.optim.sam import ASAM, SAM
 
 
@@ -62,6 +63,18 @@ class ASAMHparams(SAMHparams):
     eta: float = _bound(0.01, 0.0, doc="ASAM's η in T = |w| + η")
 
 
+@dataclass
+class GSAMHparams(Hparams):
+    rho: float = _bound(0.05, 0.0, doc="Neighbourhood radius ρ")
+    alpha: float = _bound(0.1, 0.0, doc="GSAM's α, weight of the surrogate-gap descent")
+    rho_min: float | None = _bound(None, 0.0, doc="GSAM: ρ follows the lr down to this")
+
+    def problems(self) -> list[tuple[str, str]]:
+        late = self.rho_min is not None and self.rho_min > self.rho
+        return super().problems() + (
+            [("rho_min", f"must be ≤ rho ({self.rho:g}), got {self.rho_min!r}")] if late else [])
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -106,6 +119,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sam", "SAM", "#009e73", SAM, SAMHparams, ("lr", "weight_decay", "rho"), passes=2),
     Method("asam", "ASAM", "#d55e00", ASAM, ASAMHparams,
            ("lr", "weight_decay", "rho", "eta"), passes=2),
+    Method("gsam", "GSAM", "#e69f00", GSAM, GSAMHparams,
+           ("lr", "weight_decay", "rho", "alpha"), passes=2),
 )}
 
 def get_method(name: str) -> Method:

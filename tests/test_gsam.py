@@ -16,6 +16,7 @@ from torch.func import functional_call
 
 from harness.optim.gsam import GSAM
 from harness.optim.sam import SAM
+from test_optim_reference import BASES  # float64 AdamW / SGD references, one copy
 
 STEPS = 6
 TOL = 1e-6
@@ -48,6 +49,18 @@ def loss_of(model, batch):
     return ((model(x) - y) ** 2).mean()
 
 
+def sharpness_step(opt, net, batch, manual: bool) -> None:
+    """One step through first_step/second_step (manual) or through step(closure)."""
+    loss_of(net, batch).backward()
+    if manual:
+        opt.first_step(zero_grad=True)
+        loss_of(net, batch).backward()
+        opt.second_step(zero_grad=True)
+    else:
+        opt.step(lambda: loss_of(net, batch).backward())
+        opt.zero_grad()
+
+
 def groups_of(model, vector_group):
     """Matrices in one group, vectors (biases, LayerNorm gains) in another with overrides."""
     params = list(model.parameters())
@@ -56,29 +69,6 @@ def groups_of(model, vector_group):
 
 
 # -- the reference ---------------------------------------------------------------------------
-
-
-def adamw(w, d, state, hp):
-    beta1, beta2 = hp["betas"]
-    state["t"] = state.get("t", 0) + 1
-    state["m"] = beta1 * state.get("m", torch.zeros_like(w)) + (1 - beta1) * d
-    state["v"] = beta2 * state.get("v", torch.zeros_like(w)) + (1 - beta2) * d * d
-    m_hat = state["m"] / (1 - beta1 ** state["t"])
-    v_hat = state["v"] / (1 - beta2 ** state["t"])
-    return w * (1 - hp["lr"] * hp["weight_decay"]) - hp["lr"] * m_hat / (v_hat.sqrt() + hp["eps"])
-
-
-def sgd(w, d, state, hp):
-    d = d + hp["weight_decay"] * w
-    state["buf"] = d.clone() if "buf" not in state else hp["momentum"] * state["buf"] + d
-    return w - hp["lr"] * state["buf"]
-
-
-BASES = {
-    "adamw": (torch.optim.AdamW, adamw,
-              dict(lr=0.02, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)),
-    "sgd": (torch.optim.SGD, sgd, dict(lr=0.1, momentum=0.9, weight_decay=1e-3)),
-}
 
 
 def inner(xs, ys):
@@ -133,14 +123,7 @@ def gsam_run(model, batches, base, *, manual=False, vector_group=None, lr_factor
     for t, batch in enumerate(batches):
         for group, lr in zip(opt.param_groups, lr_max):
             group["lr"] = lr * (lr_factors[t] if lr_factors else 1.0)
-        loss_of(model, batch).backward()
-        if manual:
-            opt.first_step(zero_grad=True)
-            loss_of(model, batch).backward()
-            opt.second_step(zero_grad=True)
-        else:
-            opt.step(lambda: loss_of(model, batch).backward())
-            opt.zero_grad()
+        sharpness_step(opt, model, batch, manual)
     return [p.detach().clone() for p in model.parameters()]
 
 
@@ -190,14 +173,7 @@ def test_alpha_zero_is_sam_bit_exactly(kwargs, manual):
     sam = SAM(groups_of(twin, {"lr": 0.05}), base_cls, **kwargs, **base_hp)
     for batch in make_batches(dtype=torch.float32):
         for net, opt in ((model, gsam), (twin, sam)):
-            loss_of(net, batch).backward()
-            if manual:
-                opt.first_step(zero_grad=True)
-                loss_of(net, batch).backward()
-                opt.second_step(zero_grad=True)
-            else:
-                opt.step(lambda: loss_of(net, batch).backward())
-                opt.zero_grad()
+            sharpness_step(opt, net, batch, manual)
     start = make_model(dtype=torch.float32).parameters()
     for a, b, s in zip(model.parameters(), twin.parameters(), start):
         assert torch.equal(a, b)

@@ -33,6 +33,7 @@ from harness.config import DataConfig, ProbeConfig
 from harness.data.sources import load_split
 from harness.model import build_model, count_parameters, get_spec, resolve_device
 from harness.probes.suite import probe_batches, run_probes
+from harness.tracking import schema
 from harness.train.batches import batch_loss
 
 MAX_OBJECTS = 4  # the study default (DataConfig.max_objects); every image holds at least one
@@ -104,9 +105,10 @@ def run_probe_bench(
                 "step_ratio": seconds / step}
 
     names = [key.split("/")[1] for key in report.metrics
-             if key.startswith("probe_cost/") and key.endswith("/seconds")]
-    probes = {name: row(report.metrics[f"probe_cost/{name}/seconds"],
-                        report.metrics[f"probe_cost/{name}/fb"]) for name in names}
+             if key.startswith(schema.PROBE_COST_PREFIX) and key.endswith("/seconds")]
+    probes = {name: row(report.metrics[schema.probe_cost_metric(name, "seconds")],
+                        report.metrics[schema.probe_cost_metric(name, "fb")])
+              for name in names}
     return {
         "config": {
             "preset": preset, "device": str(dev), "threads": used_threads,

@@ -94,8 +94,9 @@ def _evaluate(cfg: StudyConfig, name: str, seeds: list[int], members: list,
               client: MlflowClient, run_id: str, progress: bool) -> dict[str, float]:
     ens = cfg.ensembles[name]
     log_params(client, run_id, {
-        "method": name, "phase": "final", "members": ens.members, "ensemble_size": len(members),
-        "aggregation": ens.aggregation, "member_seeds": seeds,
+        "method": name, "phase": "final", schema.PARAM_MEMBERS: ens.members,
+        schema.PARAM_ENSEMBLE_SIZE: len(members), schema.PARAM_AGGREGATION: ens.aggregation,
+        "member_seeds": seeds,
         "member_run_ids": ",".join(r.info.run_id for r in members),
         "model": cfg.model.__dict__, "data": cfg.data.__dict__, "study": cfg.name,
         "preset": cfg.preset or ""})

@@ -60,6 +60,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from harness.config import ProbeConfig
+from harness.tracking import schema
 
 from ._objective import Cost, LossFn, Objective
 from ._params import probe_session
@@ -149,12 +150,12 @@ def _metric(key: str, field: str, stderr: bool = False) -> Callable[[Any], Outpu
 
 def _eigenvalue_outputs(result: Any) -> Outputs:
     # Numbered from 1 and descending, as EigenResult orders them: eig1 is the sharpest.
-    return {f"probe/hessian_eig{i}": v for i, v in enumerate(result.eigenvalues, 1)}, {}, {}
+    return {schema.probe_eig_metric(i): v for i, v in enumerate(result.eigenvalues, 1)}, {}, {}
 
 
 def _landscape_1d_outputs(result: Landscape1D) -> Outputs:
     return (
-        {"probe/landscape_1d/max_rise": float(result.losses.max()) - result.center_loss},
+        {schema.PROBE_LANDSCAPE_RISE: float(result.losses.max()) - result.center_loss},
         {"landscape_1d.png": plot_landscape_1d(result)},
         {"landscape_1d.csv": pd.DataFrame({"alpha": result.alphas, "loss": result.losses})},
     )
@@ -171,15 +172,15 @@ def _landscape_2d_outputs(result: Landscape2D) -> Outputs:
 def _plan(cfg: ProbeConfig) -> list[_Probe]:
     """The probes ``cfg`` asks for, in the order of the metrics table, bound to their arguments."""
     seed = cfg.seed
-    plan = [_Probe("loss", center_loss, _metric("probe/loss", "loss"))]
+    plan = [_Probe("loss", center_loss, _metric(schema.PROBE_LOSS, "loss"))]
     if cfg.sharpness_rho:
         plan.append(_Probe("sharpness", partial(sharpness, rho=cfg.sharpness_rho),
-                           _metric("probe/sharpness", "sharpness")))
+                           _metric(schema.PROBE_SHARPNESS, "sharpness")))
     if cfg.asam_rho:
         plan.append(_Probe(
             "asam_sharpness",
             partial(sharpness, rho=cfg.asam_rho, adaptive=True, eta=cfg.asam_eta),
-            _metric("probe/asam_sharpness", "sharpness"),
+            _metric(schema.PROBE_ASAM_SHARPNESS, "sharpness"),
         ))
     if cfg.average_sigma and cfg.average_samples:
         # adaptive with η = 0: δ = σ·|w|·z, so σ = 0.01 moves every weight by about 1 % of
@@ -188,7 +189,7 @@ def _plan(cfg: ProbeConfig) -> list[_Probe]:
             "avg_sharpness",
             partial(average_sharpness, sigma=cfg.average_sigma, adaptive=True,
                     samples=cfg.average_samples, seed=seed),
-            _metric("probe/avg_sharpness", "mean", stderr=True),
+            _metric(schema.PROBE_AVG_SHARPNESS, "mean", stderr=True),
         ))
     if cfg.hessian_k:
         plan.append(_Probe(
@@ -199,7 +200,7 @@ def _plan(cfg: ProbeConfig) -> list[_Probe]:
     if cfg.trace_samples:
         plan.append(_Probe("hessian_trace",
                            partial(hessian_trace, samples=cfg.trace_samples, seed=seed),
-                           _metric("probe/hessian_trace", "trace", stderr=True)))
+                           _metric(schema.PROBE_HESSIAN_TRACE, "trace", stderr=True)))
     if cfg.landscape_points:
         plan.append(_Probe(
             "landscape_1d",
@@ -243,8 +244,8 @@ def run_probes(
             metrics.update(new_metrics)
             figures.update(new_figures)
             tables.update(new_tables)
-            metrics[f"probe_cost/{probe.name}/seconds"] = result.cost.seconds
-            metrics[f"probe_cost/{probe.name}/fb"] = result.cost.fb_equivalents
+            metrics[schema.probe_cost_metric(probe.name, "seconds")] = result.cost.seconds
+            metrics[schema.probe_cost_metric(probe.name, "fb")] = result.cost.fb_equivalents
     seconds = time.perf_counter() - started
-    metrics["probe_cost/total_seconds"] = seconds
+    metrics[schema.PROBE_TOTAL_SECONDS] = seconds
     return ProbeReport(metrics=metrics, figures=figures, tables=tables, seconds=seconds)

@@ -89,6 +89,12 @@ PROBES_DIR = "probes"
 # The parent run holds the flattened study config (dotted keys); these may change between
 # runs of one study without invalidating what was recorded.
 RESUMABLE_PARAMS = ("tuning.trials_per_method", "final_seeds", "description", "ensembles")
+# an ensemble run's own params
+PARAM_MEMBERS, PARAM_ENSEMBLE_SIZE, PARAM_AGGREGATION = "members", "ensemble_size", "aggregation"
+
+
+def param_column(param: str) -> str:
+    return f"params.{param}"
 
 # ------------------------------------------------------------------ metrics
 TRAIN_LOSS, TRAIN_LR, TRAIN_EPOCH = "train/loss", "train/lr", "train/epoch"
@@ -107,6 +113,32 @@ GAP_TRAIN_TEST = "gap/train_minus_test_miou"
 GAP_CLEAN_SHIFT = "gap/clean_minus_shift_miou"
 SHIFT_MEAN_MIOU = "shift/mean/miou"
 SHIFT_RELATIVE = "shift/relative"
+
+
+def probe_metric(name: str) -> str:
+    """A sharpness probe's result: ``probe/sharpness``, ``probe/hessian_eig1``, ..."""
+    return f"probe/{name}"
+
+
+def probe_cost_metric(probe: str, what: str) -> str:
+    """``probe_cost/<probe>/seconds`` or ``/fb`` (forward–backward equivalents)."""
+    return f"probe_cost/{probe}/{what}"
+
+
+PROBE_PREFIX = probe_metric("")
+PROBE_COST_PREFIX = "probe_cost/"
+PROBE_TOTAL_SECONDS = f"{PROBE_COST_PREFIX}total_seconds"
+PROBE_LOSS = probe_metric("loss")
+PROBE_SHARPNESS = probe_metric("sharpness")
+PROBE_ASAM_SHARPNESS = probe_metric("asam_sharpness")
+PROBE_AVG_SHARPNESS = probe_metric("avg_sharpness")
+PROBE_HESSIAN_TRACE = probe_metric("hessian_trace")
+PROBE_LANDSCAPE_RISE = probe_metric("landscape_1d/max_rise")
+
+
+def probe_eig_metric(index: int) -> str:
+    """The `index`-th (1-based) largest Hessian eigenvalue."""
+    return probe_metric(f"hessian_eig{index}")
 
 
 def split_metric(split: str, metric: str) -> str:

@@ -92,11 +92,12 @@ def _claims(ctx: Context) -> list[tuple[Claim, Estimate]]:
         runs = ctx.data.final(method)
         if not runs["role"].eq(schema.ROLE_ENSEMBLE).any():
             continue
-        sizes = runs.get("params.ensemble_size")
+        sizes = runs.get(schema.param_column(schema.PARAM_ENSEMBLE_SIZE))
         k = float(pd.to_numeric(sizes, errors="coerce").max()) if sizes is not None else math.nan
         k_text = f"×{k:g}" if math.isfinite(k) else "×K"
         vs_member = mean_ci(ctx.data.column(runs, schema.COST_INFER_RATIO))
-        members = runs["params.members"].iloc[0] if "params.members" in runs else "member"
+        members = (runs[schema.param_column(schema.PARAM_MEMBERS)].iloc[0]
+                   if schema.param_column(schema.PARAM_MEMBERS) in runs else "member")
         out.append((Claim(method, "inference vs one member", f"{k_text} (K members run)", k, k),
                     vs_member))
         out.append((Claim(method, "train", f"{k_text} (K {members} trainings)", k, k),

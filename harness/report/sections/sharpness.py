@@ -16,12 +16,12 @@ from harness.tracking import schema
 TITLE = "Sharpness vs generalisation"
 GAPS = {schema.GAP_TRAIN_TEST: "train − test mIoU",
         schema.GAP_CLEAN_SHIFT: "clean − shifted mIoU"}
-# the probe suite (`harness.probes.suite`) names its metrics; schema has no names for them yet
-PROBE_PREFIX = "probe/"
-PROBE_NAMES = {"probe/sharpness": "sharpness (ρ-ball)", "probe/asam_sharpness":
-               "adaptive sharpness", "probe/avg_sharpness": "average sharpness",
-               "probe/hessian_trace": "Hessian trace", "probe/landscape_1d/max_rise":
-               "1-D slice max rise", "probe/loss": "loss at w"}
+PROBE_PREFIX = schema.PROBE_PREFIX
+PROBE_NAMES = {schema.PROBE_SHARPNESS: "sharpness (ρ-ball)",
+               schema.PROBE_ASAM_SHARPNESS: "adaptive sharpness",
+               schema.PROBE_AVG_SHARPNESS: "average sharpness",
+               schema.PROBE_HESSIAN_TRACE: "Hessian trace",
+               schema.PROBE_LANDSCAPE_RISE: "1-D slice max rise", schema.PROBE_LOSS: "loss at w"}
 
 
 def _probes(runs: pd.DataFrame) -> list[str]:

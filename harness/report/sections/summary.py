@@ -85,8 +85,9 @@ def ensemble_sentences(ctx: Context) -> list[str]:
         if not runs["role"].eq(schema.ROLE_ENSEMBLE).any():
             continue
         run = runs.iloc[0]
-        members, k = run.get("params.members"), run.get("params.ensemble_size")
-        aggregation = run.get("params.aggregation")
+        members, k = (run.get(schema.param_column(schema.PARAM_MEMBERS)),
+                      run.get(schema.param_column(schema.PARAM_ENSEMBLE_SIZE)))
+        aggregation = run.get(schema.param_column(schema.PARAM_AGGREGATION))
         out.append(f"{method} is an ensemble of {k or 'K'} {members or 'member'} final runs"
                    f"{f' ({aggregation})' if isinstance(aggregation, str) else ''}: "
                    f"{len(runs)} ensemble run{'s' if len(runs) != 1 else ''}, so "

@@ -31,7 +31,13 @@ NOTE = "mlflow.note.content"
 OPTUNA_STUDY = "optuna.study"
 
 ROLE_STUDY, ROLE_TRIAL, ROLE_ENSEMBLE = "study", "trial", "ensemble"
-RUN_ROLES = (ROLE_TRIAL, ROLE_ENSEMBLE)  # the roles that carry results
+RUN_ROLES = (ROLE_TRIAL, ROLE_ENSEMBLE)  # the roles that carry results of trained models
+# References every comparison needs, scored exactly like final runs (phase "final", one run
+# each, deterministic): prompt-only priors that ignore the image (method = the prior's name),
+# and the pretrained model before any fine-tuning (method "zero-shot").
+ROLE_BASELINE, ROLE_ZERO_SHOT = "baseline", "zero-shot"
+REFERENCE_ROLES = (ROLE_BASELINE, ROLE_ZERO_SHOT)
+ROLE_BASE = "base"  # pretraining of a tiny preset's base model (its own run, browsable)
 STATUS_OK, STATUS_DIVERGED = "ok", "diverged"
 PHASE_TUNE, PHASE_FINAL, PHASE_SINGLE = "tune", "final", "single"
 PHASES = (PHASE_TUNE, PHASE_FINAL)  # the phases that have Optuna studies

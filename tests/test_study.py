@@ -72,6 +72,11 @@ def test_study_records_parent_and_one_child_per_trial(home, tiny_study_dict):
     test = load_splits(cfg.data, ["test"])["test"]
     assert evaluate_dataset(model, test)["miou"] == pytest.approx(
         run.data.metrics["test/miou"], abs=1e-9)
+    # per-mask scores, in mask order, average to the logged metric (the report pairs them)
+    import pandas as pd
+    scores = pd.read_csv(client.download_artifacts(run.info.run_id, "scores/test.csv"))
+    assert list(scores["mask"]) == list(range(len(test))) and len(scores) == len(test.masks)
+    assert scores["iou"].mean() == pytest.approx(run.data.metrics["test/miou"], abs=1e-9)
     parent = client.get_run(parents["run_id"].iloc[0])
     assert parent.data.metrics["final/asam/n"] == 2
 

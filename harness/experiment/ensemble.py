@@ -108,7 +108,7 @@ def _evaluate(cfg: StudyConfig, name: str, seeds: list[int], members: list,
     splits = load_splits(cfg.data, tuple(dict.fromkeys([*cfg.evaluate.splits, "test"])))
 
     with PeakMemory(next(ensemble.parameters()).device) as memory:
-        summary = clean_metrics(cfg, ensemble, splits)
+        summary = clean_metrics(cfg, ensemble, splits, client, run_id)
     summary[schema.COST_INFER_MEMORY] = memory.peak_mb
     # replaces the single timing above with interleaved, repeated ones beside a member
     summary.update(inference_cost(ensemble, models[0], splits["test"],

@@ -14,13 +14,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+import pandas as pd
 import torch
 from mlflow.tracking import MlflowClient
 
 from harness.config import StudyConfig, dump_yaml, hparams_of
 from harness.data import SegDataset
 from harness.data.sources import load_splits
-from harness.evaluate.segment import evaluate_dataset
+from harness.evaluate.segment import (
+    evaluate_dataset,
+    mean_scores,
+    predict_dataset,
+    score_masks,
+)
 from harness.evaluate.shifts import evaluate_shifts, first_images, shift_metrics
 from harness.experiment.costs import PeakMemory
 from harness.home import cache_dir
@@ -30,7 +37,7 @@ from harness.probes.suite import probe_batches, run_probes
 from harness.tracking import schema
 from harness.tracking.mlflow_log import MetricBuffer, log_file, log_metrics, log_params
 from harness.train.batches import batch_loss
-from harness.train.loop import TrainingDiverged, train
+from harness.train.loop import TrainingCollapsed, TrainingDiverged, train
 
 
 @dataclass
@@ -85,11 +92,13 @@ def run_trial(
 @contextmanager
 def recorded_outcome(client: MlflowClient, run_id: str) -> Iterator[None]:
     """Close `run_id` as the block ends: FINISHED with ``harness.status=ok``; FAILED with
-    ``harness.status=diverged`` and the reason when training diverged; KILLED otherwise."""
+    ``harness.status=diverged`` (or ``collapsed``) and the reason when training failed;
+    KILLED otherwise."""
     try:
         yield
     except TrainingDiverged as exc:
-        client.set_tag(run_id, schema.STATUS, schema.STATUS_DIVERGED)
+        client.set_tag(run_id, schema.STATUS, schema.STATUS_COLLAPSED
+                       if isinstance(exc, TrainingCollapsed) else schema.STATUS_DIVERGED)
         client.set_tag(run_id, schema.FAIL_REASON, str(exc))
         client.set_terminated(run_id, "FAILED")
         raise
@@ -141,7 +150,7 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
         schema.COST_STEP: result.seconds / max(1, result.steps),
         schema.COST_MEMORY: memory.peak_mb,
         schema.TRAIN_FINAL_LOSS: result.final_loss,
-        **clean_metrics(cfg, model, splits),
+        **clean_metrics(cfg, model, splits, client, run_id),
     }
     # val/miou is already on the per-epoch curve at this step (same model, same value)
     log_metrics(client, run_id, {k: v for k, v in summary.items() if k != schema.VAL_MIOU},
@@ -159,17 +168,27 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
     return {**summary, **wall}
 
 
-def clean_metrics(cfg: StudyConfig, model: torch.nn.Module,
-                  splits: dict[str, SegDataset]) -> dict[str, float]:
+def clean_metrics(cfg: StudyConfig, model: torch.nn.Module, splits: dict[str, SegDataset],
+                  client: MlflowClient | None = None,
+                  run_id: str | None = None) -> dict[str, float]:
     """``<split>/{miou,mdice,biou}`` for every split of ``evaluate.splits``, and the test
-    split's prediction time per image as ``cost/infer_ms_per_image``."""
+    split's prediction time per image as ``cost/infer_ms_per_image``. With a run, each
+    split's per-mask scores are logged too (``scores/<split>.csv``): the report's paired
+    per-mask tests need them."""
     out: dict[str, float] = {}
     for split in cfg.evaluate.splits:
-        scores = evaluate_dataset(model, splits[split], batch_size=cfg.train.eval_batch_size)
-        seconds = scores.pop("infer_seconds")
+        start = time.perf_counter()
+        pred = predict_dataset(model, splits[split], batch_size=cfg.train.eval_batch_size)
+        seconds = time.perf_counter() - start
+        scores = score_masks(pred, splits[split])
         if split == "test":
             out[schema.COST_INFER] = 1000 * seconds / len(splits[split].images)
-        out.update({schema.split_metric(split, k): v for k, v in scores.items()})
+        out.update({schema.split_metric(split, k): v for k, v in mean_scores(scores).items()})
+        if client is not None:
+            table = pd.DataFrame({"mask": np.arange(len(splits[split])),
+                                  "image": splits[split].owner, **scores})
+            log_file(client, run_id, lambda p, t=table: t.to_csv(p, index=False),
+                     f"{split}.csv", schema.SCORES_DIR)
     return out
 
 

@@ -18,7 +18,7 @@ ROLE = "harness.role"  # study | trial | ensemble
 METHOD = "harness.method"
 PHASE = "harness.phase"  # tune | final | single
 SEED = "harness.seed"
-STATUS = "harness.status"  # ok | diverged (absent while running or when killed)
+STATUS = "harness.status"  # ok | diverged | collapsed (absent while running or when killed)
 FAIL_REASON = "harness.fail_reason"
 MEMBERS = "harness.members"  # an ensemble's member run ids, comma-separated, in seed order
 ENSEMBLE_KEY = "harness.ensemble_key"  # what makes two ensemble runs the same ensemble
@@ -38,7 +38,7 @@ RUN_ROLES = (ROLE_TRIAL, ROLE_ENSEMBLE)  # the roles that carry results of train
 ROLE_BASELINE, ROLE_ZERO_SHOT = "baseline", "zero-shot"
 REFERENCE_ROLES = (ROLE_BASELINE, ROLE_ZERO_SHOT)
 ROLE_BASE = "base"  # pretraining of a tiny preset's base model (its own run, browsable)
-STATUS_OK, STATUS_DIVERGED = "ok", "diverged"
+STATUS_OK, STATUS_DIVERGED, STATUS_COLLAPSED = "ok", "diverged", "collapsed"
 PHASE_TUNE, PHASE_FINAL, PHASE_SINGLE = "tune", "final", "single"
 PHASES = (PHASE_TUNE, PHASE_FINAL)  # the phases that have Optuna studies
 
@@ -89,6 +89,14 @@ STUDY_ARTIFACT = "study.yaml"  # the parent run's study config
 MODEL_DIR, MODEL_FILE = "model", "state_dict.pt"
 MODEL_ARTIFACT = f"{MODEL_DIR}/{MODEL_FILE}"
 SHIFTS_ARTIFACT = "shifts.csv"
+# per-mask clean scores of one split (columns: mask, image, iou, dice, biou), in mask order:
+# every run of a study scores the same masks in the same order, so rows pair across runs
+SCORES_DIR = "scores"
+
+
+def scores_artifact(split: str) -> str:
+    return f"{SCORES_DIR}/{split}.csv"
+
 PROBES_DIR = "probes"
 
 # ------------------------------------------------------------------ params

@@ -26,6 +26,11 @@ class TrainingDiverged(RuntimeError):
     the loss collapsed to no better than where it started. The message says when."""
 
 
+class TrainingCollapsed(TrainingDiverged):
+    """The loss stayed finite but did not drop as asked (``min_loss_drop``): a run that
+    settled where it started (e.g. on predicting nothing), not one that blew up."""
+
+
 INITIAL_STEPS = 5  # steps averaged for the starting loss of the collapse check
 
 
@@ -137,7 +142,7 @@ def _check_collapse(losses: list[float], epoch_start: int, epoch: int, drop: flo
     initial = float(np.mean(losses[:INITIAL_STEPS]))
     current = float(np.mean(losses[epoch_start:]))
     if current > (1 - drop) * initial:
-        raise TrainingDiverged(
+        raise TrainingCollapsed(
             f"collapsed: mean loss of epoch {epoch + 1} is {current:.4g}, not {drop:.0%} below "
             f"the first {min(INITIAL_STEPS, len(losses))} steps' {initial:.4g} "
             f"(step {len(losses)})")

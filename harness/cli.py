@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from harness.bench.embeddings import embeddings_command
 from harness.bench.optimizers import optimizers_command
 from harness.bench.probes import probes_command
 from harness.bench.shifts import shifts_command
@@ -111,11 +112,12 @@ def study_list(storage):
 
 
 def _print_status(summary: dict) -> None:
-    click.echo(f"{'method':<8} {'phase':<6} trials")
+    width = max([len("method"), *map(len, summary)])
+    click.echo(f"{'method':<{width}} {'phase':<6} trials")
     for method, phases in summary.items():
         for phase, counts in phases.items():
             text = ", ".join(f"{state.lower()} {n}" for state, n in sorted(counts.items()))
-            click.echo(f"{method:<8} {phase:<6} {text or '-'}")
+            click.echo(f"{method:<{width}} {phase:<6} {text or '-'}")
 
 
 def _hparam_options(command):
@@ -297,6 +299,7 @@ def bench():
     """Measured ratios, side by side in one process (never absolute times alone)."""
 
 
+bench.add_command(embeddings_command, "embeddings")
 bench.add_command(optimizers_command, "optimizers")
 bench.add_command(probes_command, "probes")
 bench.add_command(shifts_command, "shifts")

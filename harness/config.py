@@ -24,7 +24,8 @@ from harness.data.sources import SOURCES
 from harness.data.synthetic import DOMAINS
 from harness.errors import HarnessError
 from harness.evaluate.ensemble import AGGREGATIONS
-from harness.model import PRESETS, TRAINABLE
+from harness.evaluate.priors import PRIORS
+from harness.model import PRESETS, TRAINABLE, LoraSpec, has_pretrained_weights
 from harness.optim.methods import METHODS, bound_problem, hparam_names
 
 SAMPLERS = ("tpe", "grid")
@@ -34,19 +35,65 @@ Fail = Callable[[str, str], None]  # fail(dotted key, message) raises a HarnessE
 
 
 @dataclass
+class BaseConfig:
+    """How to pretrain a tiny preset once on a source domain (AdamW), before any study."""
+    domain: str = "shapes"  # the source domain: not the study's target
+    train_size: int = 400
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 2e-3
+    seed: int = 0
+
+
+@dataclass
+class LoraConfig:
+    """Adapters on the image encoder's attention (``model.trainable: lora``)."""
+    rank: int = 8
+    alpha: float = 8.0
+    targets: list[str] = field(default_factory=lambda: ["qkv"])
+
+
+@dataclass
 class ModelConfig:
     preset: str = "tiny-64"
     checkpoint: str | None = None
-    trainable: str = "all"  # all | decoder | prompt+decoder
+    base: BaseConfig | None = None  # pretrain the preset first (see harness.experiment.base)
+    trainable: str = "all"  # all | decoder | prompt+decoder | lora
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether trials start from weights worth scoring on their own (zero-shot)."""
+        return (self.checkpoint is not None or self.base is not None
+                or (self.preset in PRESETS and has_pretrained_weights(self.preset)))
+
+    def lora_spec(self) -> LoraSpec | None:
+        if self.trainable != "lora":
+            return None
+        return LoraSpec(self.lora.rank, self.lora.alpha, tuple(self.lora.targets))
 
     def validate(self, fail: Fail) -> None:
         if self.preset not in PRESETS:
             fail("model.preset", f"is {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.trainable not in TRAINABLE:
             fail("model.trainable", f"must be one of {', '.join(TRAINABLE)}")
-        if self.trainable != "all" and self.checkpoint is None:
-            fail("model.trainable", f"is {self.trainable!r} but model.checkpoint is not set: "
-                 "a frozen, randomly initialised encoder would learn nothing")
+        if self.base is not None and self.checkpoint is not None:
+            fail("model.base", "and model.checkpoint both give starting weights; keep one")
+        if self.trainable != "all" and not self.pretrained:
+            fail("model.trainable", f"is {self.trainable!r} but {self.preset} has no weights of "
+                 "its own and neither model.checkpoint nor model.base is set: a frozen, "
+                 "randomly initialised encoder would learn nothing")
+        if self.lora.rank < 1 or self.lora.alpha <= 0 or not self.lora.targets:
+            fail("model.lora", "needs rank ≥ 1, alpha > 0 and at least one target module")
+        if self.base is not None:
+            if self.base.domain not in DOMAINS:
+                fail("model.base.domain", f"is {self.base.domain!r}; choose one of "
+                     f"{', '.join(DOMAINS)}")
+            for key in ("train_size", "epochs", "batch_size"):
+                if getattr(self.base, key) < 1:
+                    fail(f"model.base.{key}", "must be ≥ 1")
+            if self.base.lr <= 0:
+                fail("model.base.lr", "must be > 0")
 
 
 @dataclass
@@ -73,6 +120,9 @@ class TrainConfig:
     batch_size: int = 16
     warmup_steps: int = 20
     box_jitter: float = 0.1  # std of box noise as a fraction of the box side (SAM paper)
+    # share of training instances prompted by 1..max_points positive clicks instead of a box
+    point_prompts: float = 0.5
+    max_points: int = 3
     grad_clip: float | None = 1.0
     eval_batch_size: int = 64
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
@@ -80,11 +130,19 @@ class TrainConfig:
     # Stop a run as collapsed when an epoch (from the 2nd) ends with a mean loss not at least
     # this fraction below the first steps' loss; None: only NaN/inf losses stop a run.
     min_loss_drop: float | None = None
+    # layer-wise lr decay over encoder blocks (block i of L: lr·decay^(L−i)); None: off
+    layer_decay: float | None = None
 
     def validate(self, fail: Fail) -> None:
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            fail("train.layer_decay", "must be in (0, 1] (or null)")
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 fail(f"train.{key}", "must be ≥ 1")
+        if not 0 <= self.point_prompts <= 1:
+            fail("train.point_prompts", "must be a fraction between 0 and 1")
+        if self.max_points < 1:
+            fail("train.max_points", "must be ≥ 1")
         if self.min_loss_drop is not None and not 0 < self.min_loss_drop < 1:
             fail("train.min_loss_drop", "must be a fraction between 0 and 1 (or null)")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
@@ -168,6 +226,9 @@ class EvalConfig:
     domains: list[str] = field(default_factory=lambda: ["lesions", "shapes-restyled"])
     box_jitter_levels: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.4])
     workers: int | None = None  # processes generating corrupted sets (None: all cores)
+    # prompt-only baselines recorded next to the final runs (harness.evaluate.priors)
+    priors: list[str] = field(default_factory=lambda: ["box-fill", "ellipse-in-box",
+                                                       "point-disc"])
     # Shifts and probes describe the models that are compared, i.e. the final phase (and
     # `harness train`); tuning trials only need their validation mIoU.
     in_tuning: bool = False
@@ -181,6 +242,9 @@ class EvalConfig:
         for sev in self.severities:
             if not 1 <= sev <= 5:
                 fail("evaluate.severities", f"has {sev}; severities are 1..5")
+        for prior in self.priors:
+            if prior not in PRIORS:
+                fail("evaluate.priors", f"has {prior!r}; choose from {', '.join(PRIORS)}")
         for domain in self.domains:
             if domain not in DOMAINS:
                 fail("evaluate.domains", f"has {domain!r}; choose from {', '.join(DOMAINS)}")

@@ -55,7 +55,10 @@ def test_study_run_status_list_and_train(home, tmp_path, tiny_study_dict):
     result = invoke("study", "run", str(path), "--quiet", "--n-trials", "1")
     assert result.exit_code == 0, result.output
     status = invoke("study", "status", str(path)).output
-    assert "adamw    tune   complete 1" in status and "adamw    final  complete 2" in status
+    # columns widen to the longest name (the priors' rows), so match on words
+    assert re.search(r"^adamw +tune +complete 1$", status, re.M)
+    assert re.search(r"^adamw +final +complete 2$", status, re.M)
+    assert re.search(r"^ellipse-in-box +final +finished 1$", status, re.M)
     assert "tiny  (final/adamw: 2, tune/adamw: 1)" in invoke("study", "list").output
     trained = invoke("train", "--config", str(path), "--method", "asam", "--rho", "0.3",
                      "--epochs", "1")

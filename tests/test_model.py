@@ -7,7 +7,12 @@ from segment_anything.modeling import Sam
 
 from harness.errors import HarnessError
 from harness.model import (
-    PRESETS, build_model, encode_images, get_spec, predict_from_embeddings, predict_masks,
+    PRESETS,
+    build_model,
+    encode_images,
+    get_spec,
+    predict_from_embeddings,
+    predict_masks,
 )
 
 
@@ -108,3 +113,54 @@ def test_trainable_freezes_encoder():
     model = build_model("tiny-32", trainable="decoder")
     assert not any(p.requires_grad for p in model.image_encoder.parameters())
     assert all(p.requires_grad for p in model.mask_decoder.parameters())
+
+
+def test_presets_choose_their_preprocessing():
+    from harness.model import MEDSAM, SQUARE
+
+    for name in ("tiny-32", "tiny-64", "tiny-128", "tiny-256", "vit_b", "vit_l", "vit_h"):
+        assert get_spec(name).preprocessing == SQUARE  # ImageNet mean/std, straight resize
+    assert get_spec("litemedsam").preprocessing == MEDSAM
+    assert build_model("tiny-32").preprocessing == SQUARE
+
+
+def _with_preprocessing(preprocessing):
+    import dataclasses
+
+    from harness.model import build_from_spec
+
+    torch.manual_seed(0)
+    spec = dataclasses.replace(get_spec("tiny-32"), preprocessing=preprocessing)
+    return build_from_spec(spec).eval()
+
+
+def test_longest_side_resize_pads_instead_of_stretching():
+    from harness.model import Preprocessing
+
+    model = _with_preprocessing(Preprocessing(resize="longest"))
+    torch.manual_seed(1)
+    wide = torch.rand(1, 3, 16, 32) * 255  # longest side already 32: padded below, not resized
+    padded = model.pixel_mean.expand(1, 3, 32, 32).clone()  # pads to 0 after normalisation
+    padded[..., :16, :] = wide
+    box = torch.tensor([[4.0, 2.0, 20.0, 12.0]])
+    points = (torch.tensor([[[10.0, 8.0]]]), torch.ones(1, 1))
+    with torch.no_grad():
+        for prompt in ({"boxes": box}, {"points": points}):
+            logits, iou = predict_masks(model, wide, **prompt)
+            ref_logits, ref_iou = predict_masks(model, padded, **prompt)
+            assert logits.shape == (1, 1, 16, 32)
+            torch.testing.assert_close(logits, ref_logits[..., :16, :], atol=1e-5, rtol=0)
+            torch.testing.assert_close(iou, ref_iou, atol=1e-6, rtol=0)
+
+
+def test_minmax_stretch_ignores_brightness_and_contrast():
+    from harness.model import MEDSAM
+
+    model = _with_preprocessing(MEDSAM)
+    torch.manual_seed(2)
+    image = torch.rand(2, 3, 32, 32) * 100
+    box = torch.tensor([[3.0, 3, 20, 25], [0, 0, 31, 31]])
+    with torch.no_grad():
+        a, _ = predict_masks(model, image, boxes=box)
+        b, _ = predict_masks(model, image * 2.5 + 7, boxes=box)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)

@@ -31,8 +31,11 @@ def _runs(name):
 def test_study_records_parent_and_one_child_per_trial(home, tiny_study_dict):
     cfg = study_from_dict(tiny_study_dict)
     summary = run_study(cfg, progress=False)
-    assert summary == {m: {"tune": {"COMPLETE": 2}, "final": {"COMPLETE": 2}}
-                       for m in ("adamw", "asam")}
+    assert {m: summary[m] for m in cfg.methods} == {
+        m: {"tune": {"COMPLETE": 2}, "final": {"COMPLETE": 2}} for m in ("adamw", "asam")}
+    # and one run per prompt-only prior, scored like the finals (no zero-shot: not pretrained)
+    assert {m: v for m, v in summary.items() if m not in cfg.methods} == {
+        p: {"final": {"FINISHED": 1}} for p in cfg.evaluate.priors}
 
     mlflow.set_tracking_uri(default_tracking_uri())
     df = mlflow.search_runs(experiment_names=["tiny"])
@@ -173,7 +176,8 @@ def test_final_trials_log_every_shift_cell_and_probes(home, tiny_study_dict):
     cfg = study_from_dict(tiny_study_dict)
     run_study(cfg, progress=False)
     client, runs = _runs("tiny")
-    final = next(r for r in runs if r.data.tags.get("harness.phase") == "final")
+    final = next(r for r in runs if r.data.tags.get("harness.phase") == "final"
+                 and r.data.tags.get("harness.role") == "trial")
     tune = next(r for r in runs if r.data.tags.get("harness.phase") == "tune")
     import pandas as pd
     table = pd.read_csv(client.download_artifacts(final.info.run_id, "shifts.csv"))
@@ -208,7 +212,8 @@ def test_eval_and_probe_on_demand_log_into_the_run(home, tiny_study_dict):
                                  "landscape_points": 0}
     run_study(study_from_dict(tiny_study_dict), progress=False)
     client, runs = _runs("tiny")
-    run_id = next(r.info.run_id for r in runs if r.data.tags.get("harness.phase") == "final")
+    run_id = next(r.info.run_id for r in runs if r.data.tags.get("harness.phase") == "final"
+                  and r.data.tags.get("harness.role") == "trial")
     result = CliRunner().invoke(cli, ["eval", run_id, "--shifts", "impulse_noise,prompt",
                                       "--quiet"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

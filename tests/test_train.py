@@ -111,3 +111,40 @@ def test_collapse_check_stops_a_run_that_does_not_learn(dataset):
     torch.manual_seed(0)
     train(build_model("tiny-32"), dataset, "adamw", hp("adamw", {"lr": 3e-3, "weight_decay": 0.0}),
           epochs=3, batch_size=2, seed=0, box_jitter=0.0, progress=False, min_loss_drop=0.01)
+
+
+def test_point_prompts_mix_clicks_into_training(dataset):
+    from harness.train.batches import batch_predictions, make_batch, sample_points
+
+    rng = np.random.default_rng(0)
+    points = sample_points(dataset.masks, rng, 1.0, 3)
+    assert points.used.all()
+    n = (points.labels == 1).sum(1)
+    assert n.min() >= 1 and n.max() <= 3 and ((points.labels == 1) | (points.labels == -1)).all()
+    for mask, xy, labels in zip(dataset.masks, points.coords, points.labels):
+        clicked = xy[labels == 1].long()
+        assert mask[clicked[:, 1], clicked[:, 0]].all()  # every click inside its own mask
+    none = sample_points(dataset.masks, np.random.default_rng(0), 0.0, 3)
+    assert not none.used.any()
+
+    torch.manual_seed(0)
+    model = build_model("tiny-32")
+    ids = np.arange(4)
+    mixed = make_batch(dataset, ids, np.random.default_rng(1), point_fraction=0.5)
+    assert 0 < mixed.points.used.sum() < len(mixed.boxes)
+    logits, _ = batch_predictions(model, mixed)
+    boxes_only = make_batch(dataset, ids)
+    ref, _ = batch_predictions(model, boxes_only)
+    box_rows = ~mixed.points.used
+    assert torch.allclose(logits[box_rows], ref[box_rows], atol=1e-5)  # same boxes, same masks
+    assert not torch.allclose(logits[~box_rows], ref[~box_rows])
+    # without a point share, a training run draws exactly what it drew before points existed
+    a, losses_a = _train(dataset, "adamw")
+    hparams = hp("adamw", {"lr": 1e-3, "weight_decay": 0.01})
+    torch.manual_seed(0)
+    b = build_model("tiny-32")
+    losses_b = []
+    train(b, dataset, "adamw", hparams, epochs=2, batch_size=4, seed=0, warmup_steps=1,
+          grad_clip=1.0, log=lambda step, m: losses_b.append(m["train/loss"]), progress=False,
+          point_prompts=0.0)
+    assert losses_a == losses_b

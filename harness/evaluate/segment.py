@@ -13,6 +13,7 @@ import torch
 from harness.data import SegDataset, interior_points, jitter_boxes, mask_boxes
 from harness.evaluate.metrics import batch_boundary_iou, batch_dice, batch_iou
 from harness.model import encode_images, predict_from_embeddings
+from harness.model.embeddings import as_tensor, stored_embeddings
 
 PROMPTS = ("box", "point")
 
@@ -29,15 +30,18 @@ def dataset_prompts(dataset: SegDataset, prompt: str = "box", box_jitter: float 
 
 
 def chunk_logits(model: torch.nn.Module, images: torch.Tensor, prompts: dict,
-                 image_index: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+                 image_index: torch.Tensor, image_size: tuple[int, int],
+                 embeddings: torch.Tensor | None = None) -> torch.Tensor:
     """Mask logits (k, H, W) for one chunk of images and the prompts on them.
 
     ``prompts`` holds ``boxes`` (k, 4) or ``points`` ((k, 1, 2), (k, 1) labels); a model with
-    its own ``chunk_logits`` (an ensemble) answers for itself.
+    its own ``chunk_logits`` (an ensemble, a prior) answers for itself. ``embeddings`` are the
+    chunk's image embeddings when a store already has them.
     """
     if hasattr(model, "chunk_logits"):
         return model.chunk_logits(images, prompts, image_index, image_size)
-    embeddings = encode_images(model, images)
+    if embeddings is None:
+        embeddings = encode_images(model, images)
     logits, _ = predict_from_embeddings(model, embeddings, image_size, image_index=image_index,
                                         **prompts)
     return logits[:, 0].float()
@@ -52,6 +56,7 @@ def predict_dataset(model: torch.nn.Module, dataset: SegDataset, prompt: str = "
     model.eval()
     device = next(model.parameters()).device
     prompts = torch.from_numpy(dataset_prompts(dataset, prompt, box_jitter, seed))
+    stored = stored_embeddings(model, dataset)
     out = []
     try:
         for start in range(0, len(dataset.images), batch_size):
@@ -64,8 +69,10 @@ def predict_dataset(model: torch.nn.Module, dataset: SegDataset, prompt: str = "
                 kwargs = {"points": (p[:, None], torch.ones(len(sel), 1, device=device))}
             else:
                 kwargs = {"boxes": p}
+            embeddings = None if stored is None else as_tensor(stored, slice(start, stop),
+                                                               device)
             logits = chunk_logits(model, images.to(device), kwargs, index,
-                                  dataset.image_size).cpu()
+                                  dataset.image_size, embeddings).cpu()
             out.append(logits if return_logits else logits > 0)
     finally:
         model.train(was_training)

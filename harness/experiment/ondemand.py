@@ -6,9 +6,10 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from harness.config import study_from_dict
-from harness.data.sources import load_splits
+from harness.data.sources import load_split, load_splits
 from harness.errors import HarnessError
 from harness.evaluate.ensemble import Ensemble
+from harness.evaluate.priors import PRIORS
 from harness.experiment.trial import evaluate_extras
 from harness.model import build_model, resolve_device
 from harness.tracking import schema
@@ -26,8 +27,9 @@ def _download(client, run_id: str, path: str) -> str:
 
 
 def load_logged_model(run_id: str, tracking_uri: str | None = None, client=None):
-    """(client, study config, model) of a trial run, from its config.yaml and weights, or of
-    an ensemble run, rebuilt from its members' weights; on the config's ``train.device``."""
+    """(client, study config, model) of a trial or zero-shot run, from its config.yaml and
+    weights; of an ensemble run, rebuilt from its members' weights; of a prior's run, the
+    prior again. On the config's ``train.device``."""
     client = client or tracking_client(tracking_uri)
     try:
         run = client.get_run(run_id)
@@ -40,6 +42,8 @@ def load_logged_model(run_id: str, tracking_uri: str | None = None, client=None)
         members = [load_logged_model(member, client=client)[2]
                    for member in run.data.tags[schema.MEMBERS].split(",")]
         return client, cfg, Ensemble(members, logged["ensemble"]["aggregation"])
+    if logged.get("reference", {}).get("role") == schema.ROLE_BASELINE:  # a prior: no weights
+        return client, cfg, PRIORS[logged["reference"]["name"]](load_split(cfg.data, "train"))
     model = build_model(cfg.model.preset, _download(client, run_id, schema.MODEL_ARTIFACT),
                         cfg.model.trainable)
     return client, cfg, model.to(resolve_device(cfg.train.device))
@@ -60,6 +64,8 @@ def evaluate_run(run_id: str, shifts: list[str] | None = None, probes: bool = Fa
     if probes and hasattr(model, "members"):
         raise HarnessError(f"run {run_id} is an ensemble: it has no single weight vector to "
                            "probe (probe its member runs)")
+    if probes and hasattr(model, "chunk_logits"):
+        raise HarnessError(f"run {run_id} is a prompt-only prior: it has no weights to probe")
     splits = load_splits(cfg.data, ("train", "test"))
     metrics = evaluate_extras(cfg, model, splits, client, run_id, progress, shifts=shifts or [],
                               probes=probes, reuse_scores=reuse_scores)

@@ -37,7 +37,9 @@ from tqdm.auto import tqdm
 from harness import interrupt
 from harness.config import StudyConfig, dump_yaml
 from harness.errors import HarnessError
+from harness.experiment.base import starting_weights
 from harness.experiment.ensemble import run_ensemble
+from harness.experiment.reference import reference_names, reference_runs
 from harness.experiment.trial import TrialSpec, method_hparams, run_trial, study_tags
 from harness.optim import Hparams, get_method
 from harness.tracking import schema
@@ -300,6 +302,14 @@ def _ensemble(ctx: StudyContext, name: str, bar: tqdm) -> None:
                   f"×{metrics[schema.COST_INFER_RATIO]:.2f} of one member")
 
 
+def _references(ctx: StudyContext, bar: tqdm) -> None:
+    recorded = reference_runs(ctx.cfg, ctx.client, ctx.experiment_id, ctx.parent_run_id,
+                              ctx.progress)
+    for name, metrics in recorded.items():
+        bar.write(f"{name} reference: val mIoU {metrics.get(schema.VAL_MIOU, float('nan')):.4f}"
+                  f"  test mIoU {metrics.get(schema.TEST_MIOU, float('nan')):.4f}")
+
+
 def _parent_run(client, experiment_id: str, cfg: StudyConfig) -> str:
     """The study's parent run (created on first use); refuses a changed configuration."""
     key = study_key(cfg)
@@ -339,11 +349,13 @@ def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: st
              + len(cfg.ensembles))
     bar = tqdm(total=total, desc=f"study {study_key(cfg)}", disable=not progress)
     try:
+        starting_weights(cfg, client, progress)  # a base is built once, before any trial
         tuned = {m: _tune(ctx, m, bar) for m in cfg.methods}
         for method, study in tuned.items():
             _final(ctx, method, study, bar)
         for name in cfg.ensembles:
             _ensemble(ctx, name, bar)
+        _references(ctx, bar)
     except BaseException:
         client.set_terminated(ctx.parent_run_id, "KILLED")
         raise
@@ -386,22 +398,26 @@ def study_status(cfg: StudyConfig, storage_url: str | None = None,
                 for t in study.get_trials(deepcopy=False):
                     counts[t.state.name] = counts.get(t.state.name, 0) + 1
             out.setdefault(method, {})[phase] = counts
-    if cfg.ensembles:
-        out.update(_ensemble_status(cfg, tracking_uri))
+    recorded = [(schema.ROLE_ENSEMBLE, name) for name in cfg.ensembles]
+    recorded += [(role, name) for role, name in reference_names(cfg)]
+    if recorded:
+        out.update(_run_status(cfg, tracking_uri, recorded))
     return out
 
 
-def _ensemble_status(cfg: StudyConfig, tracking_uri: str | None) -> dict:
+def _run_status(cfg: StudyConfig, tracking_uri: str | None,
+                recorded: list[tuple[str, str]]) -> dict:
+    """Runs without Optuna trials (ensembles, references): {name: {"final": {status: n}}}."""
     client = tracking_client(tracking_uri)
     experiment = client.get_experiment_by_name(cfg.name)
     parents = [] if experiment is None else runs_with_tags(client, [experiment.experiment_id], {
         schema.ROLE: schema.ROLE_STUDY, schema.STUDY_KEY: study_key(cfg)})
     out: dict = {}
-    for name in cfg.ensembles:
+    for role, name in recorded:
         counts: dict[str, int] = {}
         for parent in parents:
             for run in runs_with_tags(client, [experiment.experiment_id], {
-                    schema.PARENT_RUN: parent.info.run_id, schema.ROLE: schema.ROLE_ENSEMBLE,
+                    schema.PARENT_RUN: parent.info.run_id, schema.ROLE: role,
                     schema.METHOD: name}):
                 counts[run.info.status] = counts.get(run.info.status, 0) + 1
         out[name] = {"final": counts}

@@ -29,6 +29,7 @@ from harness.evaluate.segment import (
     score_masks,
 )
 from harness.evaluate.shifts import evaluate_shifts, first_images, shift_metrics
+from harness.experiment.base import starting_weights
 from harness.experiment.costs import PeakMemory
 from harness.home import cache_dir
 from harness.model import build_model, count_parameters, resolve_device, torch_threads
@@ -86,7 +87,8 @@ def run_trial(
     if on_run_created is not None:
         on_run_created(run_id)
     with recorded_outcome(client, run_id), torch_threads(cfg.train.threads):
-        return _execute(cfg, spec, client, run_id, progress)
+        return _execute(cfg, spec, client, run_id, progress,
+                        starting_weights(cfg, client, progress))
 
 
 @contextmanager
@@ -110,7 +112,7 @@ def recorded_outcome(client: MlflowClient, run_id: str) -> Iterator[None]:
 
 
 def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: str,
-             progress: bool) -> dict[str, float]:
+             progress: bool, checkpoint: str | None) -> dict[str, float]:
     trial_cfg = {"method": spec.method, "phase": spec.phase, "seed": spec.seed,
                  **spec.hparams.as_dict()}
     log_params(client, run_id, {
@@ -124,7 +126,8 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
     splits = load_splits(cfg.data)
     torch.manual_seed(spec.seed)
     device = resolve_device(cfg.train.device)
-    model = build_model(cfg.model.preset, cfg.model.checkpoint, cfg.model.trainable).to(device)
+    model = build_model(cfg.model.preset, checkpoint, cfg.model.trainable,
+                        cfg.model.lora_spec()).to(device)
     log_metrics(client, run_id, {schema.MODEL_PARAMS: count_parameters(model),
                                  schema.MODEL_TRAINABLE: count_parameters(model, True)})
     curves = MetricBuffer(client, run_id)
@@ -140,7 +143,8 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
                 epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, seed=spec.seed,
                 warmup_steps=cfg.train.warmup_steps, box_jitter=cfg.train.box_jitter,
                 grad_clip=cfg.train.grad_clip, log=curves, validate=validate, progress=progress,
-                min_loss_drop=cfg.train.min_loss_drop,
+                min_loss_drop=cfg.train.min_loss_drop, point_prompts=cfg.train.point_prompts,
+                max_points=cfg.train.max_points, layer_decay=cfg.train.layer_decay,
             )
     finally:
         curves.flush()  # the curve up to a divergence is the evidence for it

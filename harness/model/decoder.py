@@ -10,8 +10,9 @@ is `@torch.no_grad()`).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, Sam
+
+from harness.model.preprocess import masks_to_image, prepare_images, prompt_scale
 
 
 def decode_masks(
@@ -48,12 +49,9 @@ def decode_masks(
 
 
 def encode_images(model: Sam, images: torch.Tensor) -> torch.Tensor:
-    """Image embeddings for float images (B, 3, H, W) in 0..255, resized to the encoder size."""
-    x = (images - model.pixel_mean) / model.pixel_std
-    size = model.image_encoder.img_size
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return model.image_encoder(x)
+    """Image embeddings for float images (B, 3, H, W) in 0..255, brought to the encoder's
+    input the way the model's preset says (``model.preprocessing``: mean/std, stretch, resize)."""
+    return model.image_encoder(prepare_images(model, images))
 
 
 def predict_from_embeddings(
@@ -75,9 +73,7 @@ def predict_from_embeddings(
     n_prompts = (boxes if boxes is not None else points[0]).shape[0]
     if image_index is None:
         image_index = torch.arange(n_prompts, device=embeddings.device)
-    scale = model.image_encoder.img_size / torch.tensor(
-        [image_size[1], image_size[0]], dtype=torch.float32, device=embeddings.device
-    )
+    scale = prompt_scale(model, image_size, embeddings.device)
     if boxes is not None:
         boxes = boxes * scale.repeat(2)
     if points is not None:
@@ -92,7 +88,7 @@ def predict_from_embeddings(
         dense,
     )
     # Box prompts are unambiguous: the single-mask token (index 0), as SAM does for boxes.
-    logits = F.interpolate(masks[:, :1], size=image_size, mode="bilinear", align_corners=False)
+    logits = masks_to_image(model, masks[:, :1], image_size)
     return logits, iou[:, :1]
 
 

@@ -13,8 +13,20 @@ import numpy as np
 import torch
 
 from harness.data import SegDataset, jitter_boxes, mask_boxes
-from harness.model import predict_masks
+from harness.model import encode_images, predict_from_embeddings, predict_masks
+from harness.model.embeddings import as_tensor
 from harness.train.losses import segmentation_loss
+
+
+@dataclass
+class PointPrompts:
+    """The instances of a batch prompted by clicks instead of their box."""
+    coords: torch.Tensor  # float (P, n, 2) xy pixels
+    labels: torch.Tensor  # float (P, n): 1 a positive click, -1 padding (no point)
+    used: torch.Tensor  # bool (P,): instance i is prompted by its points
+
+    def to(self, device) -> "PointPrompts":
+        return PointPrompts(self.coords.to(device), self.labels.to(device), self.used.to(device))
 
 
 @dataclass
@@ -23,32 +35,89 @@ class Batch:
     boxes: torch.Tensor  # float (P, 4) xyxy pixels, one per instance
     targets: torch.Tensor  # bool (P, 1, H, W)
     image_index: torch.Tensor  # long (P,): which image each prompt belongs to
+    # (B, C, h, w) stored embeddings of the images when the encoder is frozen, else None
+    embeddings: torch.Tensor | None = None
+    points: PointPrompts | None = None  # None: every instance is prompted by its box
 
     def to(self, device) -> "Batch":
         return Batch(self.images.to(device), self.boxes.to(device), self.targets.to(device),
-                     self.image_index.to(device))
+                     self.image_index.to(device),
+                     None if self.embeddings is None else self.embeddings.to(device),
+                     None if self.points is None else self.points.to(device))
+
+
+def sample_points(masks: np.ndarray, rng: np.random.Generator, fraction: float,
+                  max_points: int) -> PointPrompts:
+    """Prompt a `fraction` of the masks by 1..`max_points` positive clicks drawn uniformly
+    inside each mask (the others keep their box), as Segment Anything trains: a model that
+    only ever saw boxes is not measured by the point-prompt shift, it is surprised by it."""
+    k = len(masks)
+    used = rng.random(k) < fraction
+    counts = rng.integers(1, max_points + 1, size=k)
+    coords = np.zeros((k, max_points, 2), dtype=np.float32)
+    labels = -np.ones((k, max_points), dtype=np.float32)
+    for i in np.flatnonzero(used):
+        ys, xs = np.nonzero(masks[i])
+        if not len(ys):
+            used[i] = False
+            continue
+        pick = rng.integers(0, len(ys), size=counts[i])
+        coords[i, :counts[i]] = np.stack([xs[pick], ys[pick]], axis=1)
+        labels[i, :counts[i]] = 1
+    return PointPrompts(torch.from_numpy(coords), torch.from_numpy(labels),
+                        torch.from_numpy(used))
 
 
 def make_batch(dataset: SegDataset, image_ids: np.ndarray,
-               rng: np.random.Generator | None = None, box_jitter: float = 0.0) -> Batch:
-    """Images `image_ids` of `dataset` with every instance's (jittered, if rng) box prompt."""
+               rng: np.random.Generator | None = None, box_jitter: float = 0.0,
+               embeddings: np.ndarray | None = None, point_fraction: float = 0.0,
+               max_points: int = 3) -> Batch:
+    """Images `image_ids` of `dataset` with every instance's (jittered, if rng) box prompt,
+    a `point_fraction` of them prompted by clicks instead (needs rng), and their rows of
+    `embeddings` (the whole dataset's, from a store) when given."""
     image_ids = np.asarray(image_ids)
     instances = np.flatnonzero(np.isin(dataset.owner, image_ids))
     masks = dataset.masks[instances]
     boxes = mask_boxes(masks)
     if rng is not None and box_jitter > 0:
         boxes = jitter_boxes(boxes, rng, box_jitter, image_size=dataset.image_size)
+    points = None
+    if rng is not None and point_fraction > 0:
+        points = sample_points(masks, rng, point_fraction, max_points)
     position = {int(image): i for i, image in enumerate(image_ids)}
     index = np.array([position[int(o)] for o in dataset.owner[instances]], dtype=np.int64)
     images = torch.from_numpy(dataset.images[image_ids]).permute(0, 3, 1, 2).float()
+    rows = None if embeddings is None else as_tensor(embeddings, image_ids, torch.device("cpu"))
     return Batch(images, torch.from_numpy(boxes), torch.from_numpy(masks)[:, None],
-                 torch.from_numpy(index))
+                 torch.from_numpy(index), rows, points)
+
+
+def batch_predictions(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask logits (P, 1, H, W) and predicted IoU (P, 1) for every prompt of `batch`."""
+    size = tuple(batch.images.shape[-2:])
+    if batch.embeddings is None and (batch.points is None or not batch.points.used.any()):
+        return predict_masks(model, batch.images, boxes=batch.boxes,
+                             image_index=batch.image_index)
+    embeddings = batch.embeddings if batch.embeddings is not None else encode_images(
+        model, batch.images)
+    if batch.points is None or not batch.points.used.any():
+        return predict_from_embeddings(model, embeddings, size, boxes=batch.boxes,
+                                       image_index=batch.image_index)
+    used = batch.points.used
+    logits = torch.empty(len(used), 1, *size, device=embeddings.device)
+    iou = torch.empty(len(used), 1, device=embeddings.device)
+    for subset, prompt in ((~used, {"boxes": batch.boxes[~used]}),
+                           (used, {"points": (batch.points.coords[used],
+                                              batch.points.labels[used])})):
+        if subset.any():
+            logits[subset], iou[subset] = predict_from_embeddings(
+                model, embeddings, size, image_index=batch.image_index[subset], **prompt)
+    return logits, iou
 
 
 def batch_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """The training loss of `model` on `batch` (also the `loss_fn` the probes take)."""
-    logits, iou_pred = predict_masks(model, batch.images, boxes=batch.boxes,
-                                     image_index=batch.image_index)
+    logits, iou_pred = batch_predictions(model, batch)
     return segmentation_loss(logits, iou_pred, batch.targets)
 
 

@@ -17,7 +17,9 @@ from tqdm.auto import tqdm
 
 from harness import interrupt
 from harness.data import SegDataset
-from harness.optim import Hparams, get_method, needs_closure
+from harness.model import layer_decay_groups
+from harness.model.embeddings import stored_embeddings
+from harness.optim import Hparams, frozen_bn_stats, get_method, needs_closure
 from harness.train.batches import batch_loss, make_batch
 
 
@@ -68,10 +70,15 @@ def train(
     validate: Callable[[torch.nn.Module], dict] | None = None,
     progress: bool = True,
     min_loss_drop: float | None = None,
+    point_prompts: float = 0.0,
+    max_points: int = 3,
+    layer_decay: float | None = None,
 ) -> TrainResult:
     """Train `model` in place on `dataset` with optimizer `method`.
 
-    A step takes `batch_size` images with all their instances. `hparams` are the method's
+    A step takes `batch_size` images with all their instances, a `point_prompts` fraction of
+    them prompted by 1..`max_points` clicks instead of their box. With `layer_decay`, encoder
+    block i of L learns at lr·decay^(L−i) (see :func:`harness.model.layer_decay_groups`). `hparams` are the method's
     typed settings (``get_method(method).defaults(lr=...)``). Shuffling and box jitter draw from generators seeded
     by `seed`; the caller seeds the model's initialisation.
 
@@ -82,13 +89,17 @@ def train(
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = get_method(method).build(params, hparams, max_grad_norm=grad_clip)
+    groups = params if layer_decay is None else layer_decay_groups(model, hparams.lr,
+                                                                      layer_decay)
+    optimizer = get_method(method).build(groups, hparams, max_grad_norm=grad_clip)
     steps_per_epoch = math.ceil(len(dataset.images) / batch_size)
     total = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, total))
     shuffle = torch.Generator().manual_seed(seed)
     jitter_rng = np.random.default_rng(seed)
     two_pass = needs_closure(optimizer)
+    # a frozen encoder gives every epoch the same embeddings: compute them once
+    embeddings = stored_embeddings(model, dataset)
 
     result = TrainResult(steps=0, seconds=0.0, final_loss=float("nan"))
     start = time.perf_counter()
@@ -101,14 +112,14 @@ def train(
         for first in range(0, len(order), batch_size):
             interrupt.check()
             batch = make_batch(dataset, order[first:first + batch_size], jitter_rng,
-                               box_jitter).to(device)
+                               box_jitter, embeddings, point_prompts, max_points).to(device)
             loss = batch_loss(model, batch)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss.item()} at step {result.steps} (epoch {epoch})")
             loss.backward()
             if two_pass:
-                optimizer.step(lambda: _backward(model, batch))
+                optimizer.step(lambda: _perturbed_backward(model, batch))
             else:
                 if grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -148,7 +159,9 @@ def _check_collapse(losses: list[float], epoch_start: int, epoch: int, drop: flo
             f"(step {len(losses)})")
 
 
-def _backward(model: torch.nn.Module, batch) -> torch.Tensor:
-    loss = batch_loss(model, batch)
-    loss.backward()
+def _perturbed_backward(model: torch.nn.Module, batch) -> torch.Tensor:
+    # BatchNorm (TinyViT encoders) must not learn statistics of the perturbed weights
+    with frozen_bn_stats(model):
+        loss = batch_loss(model, batch)
+        loss.backward()
     return loss

@@ -73,3 +73,85 @@ def test_boxes_points_and_jitter():
     assert (moved[:, 0] <= moved[:, 2]).all() and (moved[:, 1] <= moved[:, 3]).all()
     again = jitter_boxes(boxes, np.random.default_rng(0), 0.1, max_pixels=2.0, image_size=(10, 12))
     np.testing.assert_array_equal(moved, again)
+
+
+# Hashes of generate(domain, 6, 64, seed=1234) computed before the glyph domains were added:
+# adding domains must not change the existing ones (their cache files are keyed by
+# GENERATOR_VERSION, which a change here would have to bump).
+_OLD_DOMAIN_HASHES = {
+    "shapes": "e07a3ef6e3387ce303460b8954b626174abc39c46159f83f73ec817f40f89446",
+    "shapes-restyled": "d0cb18a09da36af70e00c56717d3a641a0fdc6039dba0223dec75d5b3395e511",
+    "lesions": "0dc2424954fea2194428e3da0fb35d4026818cd346fcf9d69cbc6d26ddd239dd",
+}
+
+
+@pytest.mark.parametrize("domain", sorted(_OLD_DOMAIN_HASHES))
+def test_existing_domains_are_unchanged(domain):
+    import hashlib
+
+    from harness.data.synthetic import GENERATOR_VERSION
+
+    h = hashlib.sha256()
+    for a in generate(domain, 6, 64, 1234, 4):
+        h.update(str(a.shape).encode())
+        h.update(str(a.dtype).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    assert GENERATOR_VERSION == 4
+    assert h.hexdigest() == _OLD_DOMAIN_HASHES[domain]
+
+
+def test_domain_order_is_append_only():
+    # a domain's index seeds its images: existing names keep their positions
+    assert DOMAINS[:3] == ("shapes", "shapes-restyled", "lesions")
+
+
+@pytest.mark.parametrize("domain", ["glyphs", "glyphs-texture"])
+def test_glyph_domains_are_not_boxes(domain):
+    from scipy import ndimage
+
+    _, masks, owner = generate(domain, 30, 64, seed=2)
+    for i in range(30):
+        assert masks[owner == i].astype(int).sum(axis=0).max() <= 1  # visible parts disjoint
+    boxes = mask_boxes(masks)
+    box_area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    fill = masks.sum(axis=(1, 2)) / box_area
+    assert np.median(fill) < 0.5  # an ellipse fills π/4 ≈ 0.79 of its box
+    holed = [not np.array_equal(ndimage.binary_fill_holes(m), m) for m in masks]
+    assert np.mean(holed) > 0.1  # rings (and rings with something in their hole)
+
+
+def test_loosen_boxes_identity_margin_and_containment():
+    from harness.data.prompts import loosen_boxes
+
+    boxes = np.array([[10, 10, 19, 29], [0, 0, 5, 5], [40, 50, 40, 50]], np.float32)
+    rng = np.random.default_rng(0)
+    same = loosen_boxes(boxes, rng, 0.0, 0.0, (64, 64))
+    np.testing.assert_array_equal(same, boxes)
+    assert same is not boxes and same.dtype == np.float32
+    assert rng.random() == np.random.default_rng(0).random()  # no draw without noise
+    # margin only: each side moves out by margin × side (side = x1 - x0 + 1), then clipped
+    out = loosen_boxes(boxes, np.random.default_rng(0), 0.1, 0.0, (64, 64))
+    np.testing.assert_allclose(out, [[9, 8, 20, 31], [0, 0, 5.6, 5.6],
+                                     [39.9, 49.9, 40.1, 50.1]], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(loosen_boxes(boxes, np.random.default_rng(0), 1.0, 0.0),
+                               [[0, -10, 29, 49], [-6, -6, 11, 11], [39, 49, 41, 51]])
+    # with noise: deterministic from the rng, never tighter than the box, inside the image
+    a = loosen_boxes(boxes, np.random.default_rng(3), 0.2, 0.3, (60, 64))
+    b = loosen_boxes(boxes, np.random.default_rng(3), 0.2, 0.3, (60, 64))
+    np.testing.assert_array_equal(a, b)
+    assert (a[:, :2] <= boxes[:, :2]).all() and (a[:, 2:] >= boxes[:, 2:]).all()
+    assert (a >= 0).all() and (a[:, [0, 2]] <= 63).all() and (a[:, [1, 3]] <= 59).all()
+    with pytest.raises(ValueError):
+        loosen_boxes(boxes, rng, -0.1, 0.0)
+
+
+def test_loosen_boxes_noise_is_relative_to_the_side():
+    from harness.data.prompts import loosen_boxes
+
+    boxes = np.tile(np.array([[100, 200, 119, 239]], np.float32), (4000, 1))  # 20 × 40
+    out = loosen_boxes(boxes, np.random.default_rng(1), 0.5, 0.1)
+    push = np.abs(out - boxes)
+    side = np.array([20, 40, 20, 40])
+    # mean push ≈ margin × side (clipping at 0 is 5 std away), std ≈ noise × side
+    np.testing.assert_allclose(push.mean(0) / side, 0.5, atol=0.01)
+    np.testing.assert_allclose(push.std(0) / side, 0.1, atol=0.01)

@@ -180,9 +180,10 @@ def _final_study(ctx: StudyContext, method: str, hparams: Hparams) -> optuna.Stu
     """The final study of `method`, with every final seed queued exactly once.
 
     Creating a study is atomic (its name is unique in the storage), so the worker that
-    creates it queues the seeds; the others wait until they see them. A seed with no live
-    trial at all (added to ``final_seeds`` later, or its creator died while queueing) is
-    queued by whichever worker notices.
+    creates it queues the seeds and then says so (study user attr ``seeds_queued``); the
+    others wait for that before looking. A seed with no live trial at all (added to
+    ``final_seeds`` later, or its creator died while queueing) is queued by whichever worker
+    notices.
     """
     name = optuna_name(ctx.cfg, schema.PHASE_FINAL, method)
     try:
@@ -198,14 +199,21 @@ def _final_study(ctx: StudyContext, method: str, hparams: Hparams) -> optuna.Stu
             optuna.storages.fail_stale_trials(study)  # a dead worker's seed is free again
     if not created:
         deadline = time.monotonic() + CREATOR_GRACE_S
-        while not study.get_trials(deepcopy=False) and time.monotonic() < deadline:
+        while (schema.ATTR_SEEDS_QUEUED not in _user_attrs(ctx.storage, name)
+               and time.monotonic() < deadline):
             time.sleep(0.2)  # its creator is queueing the seeds right now
     taken = {t.user_attrs.get(schema.ATTR_SEED)
              for t in study.get_trials(deepcopy=False, states=LIVE)}
     for seed in ctx.cfg.final_seeds:
         if seed not in taken:
             _queue_seed(study, seed, hparams)
+    study.set_user_attr(schema.ATTR_SEEDS_QUEUED, sorted(set(ctx.cfg.final_seeds) | taken
+                                                         - {None}))
     return study
+
+
+def _user_attrs(storage: optuna.storages.BaseStorage, name: str) -> dict:
+    return storage.get_study_user_attrs(storage.get_study_id_from_name(name))
 
 
 def _queue_seed(study: optuna.Study, seed: int, hparams: Hparams) -> None:
@@ -271,8 +279,10 @@ def _run_queued(ctx: StudyContext, study: optuna.Study, method: str, bar: tqdm) 
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
         except BaseException:
+            # hand the seed back before failing the trial, so that no other worker ever sees
+            # the seed without a live trial (it would queue it a second time)
+            _queue_seed(study, seed, hparams)
             study.tell(trial, state=TrialState.FAIL)
-            _queue_seed(study, seed, hparams)  # this worker owned the seed: hand it back
             raise
         else:
             study.tell(trial, value)

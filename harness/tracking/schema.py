@@ -64,6 +64,7 @@ ATTR_HPARAMS = "hparams"
 ATTR_FAIL_REASON = "fail_reason"
 # user attrs of the final phase's Optuna study
 ATTR_BEST_TUNE_TRIAL = "best_tune_trial"
+ATTR_SEEDS_QUEUED = "seeds_queued"  # set once the final study's seeds are all queued
 ATTR_SAMPLER = "sampler"
 
 

@@ -20,8 +20,9 @@ def test_shipped_study_loads_with_every_preset():
         assert cfg.preset == preset
     smoke = load_study("asam-vs-adamw", "smoke")
     assert smoke.model.preset == "tiny-64" and smoke.data.image_size == 64
-    # deep merge: the preset changed data sizes but kept the domain of the base config
-    assert smoke.data.domain == "shapes"
+    # deep merge: the preset changed data sizes and domain but kept the rest of the base's
+    assert smoke.data.max_objects == 3 and smoke.data.seed == 0 and smoke.data.domain == "glyphs"
+    assert smoke.model.base.domain == "shapes"  # fine-tuned from a base of another domain
 
 
 @pytest.mark.parametrize("study", ["asam-vs-adamw", "optimizers-under-shift", "rho-sweep"])

@@ -132,6 +132,7 @@ def test_two_study_processes_share_the_final_seeds(home, tmp_path, tiny_study_di
     client = MlflowClient(default_tracking_uri())
     experiment = client.get_experiment_by_name(cfg.name)
     runs = client.search_runs([experiment.experiment_id],
-                              f"tags.`{schema.PHASE}` = 'final'", max_results=100)
+                              f"tags.`{schema.PHASE}` = 'final' and "
+                              f"tags.`{schema.ROLE}` = '{schema.ROLE_TRIAL}'", max_results=100)
     assert sorted(int(r.data.tags[schema.SEED]) for r in runs) == [1, 2, 3, 4]
     assert all(r.info.status == "FINISHED" for r in runs)

@@ -2,25 +2,30 @@
 studies recorded in a temporary HARNESS_HOME (no mocks of MLflow or Optuna)."""
 
 import copy
-import math
+import time
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from mlflow.entities import Metric
 from pypdf import PdfReader
 
 from harness.cli import cli
 from harness.config import study_from_dict
 from harness.errors import HarnessError
+from harness.experiment.study import run_study
 from harness.report import SECTION_TITLES, build_report
 from harness.report.collect import load_study_data
+from harness.report.document import Table
 from harness.report.figures import line_colors
-from harness.report.sections import curves, severity
+from harness.report.floor import BOX_PRIORS
+from harness.report.sections import curves, severity, sharpness, summary
 from harness.report.sections.base import Context, ShiftFilter
-from harness.report.stats import kendall, mean_ci, paired
 from harness.report.style import method_colors, report_style
-from harness.experiment.study import run_study
+from harness.tracking import schema
+from harness.tracking.store import get_experiment_id, tracking_client
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -30,58 +35,8 @@ PROBES = {"enabled": True, "batches": 1, "batch_size": 2, "hessian_iters": 2,
           "trace_samples": 2, "average_samples": 2, "landscape_points": 3}
 
 
-# --------------------------------------------------------------------------- statistics
-
-
-def test_bootstrap_ci_of_a_constant_sample_is_a_point():
-    est = mean_ci([0.5, 0.5, 0.5])
-    assert (est.mean, est.low, est.high, est.n) == (0.5, 0.5, 0.5, 3)
-
-
-def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
-    values = [0.1, 0.4, 0.2, 0.5, 0.3]
-    est = mean_ci(values)
-    assert est.mean == pytest.approx(0.3)
-    # resampled means can never leave [min, max]; the interval is strictly inside here
-    assert 0.1 < est.low < 0.3 < est.high < 0.5
-    assert mean_ci(values) == est  # fixed seed
-
-
-def test_small_samples_give_no_interval_instead_of_nan_warnings():
-    one, none = mean_ci([0.7, math.nan]), mean_ci([])
-    assert (one.mean, one.n) == (0.7, 1) and not one.has_ci
-    assert one.text() == "0.700 (n=1, no CI)"
-    assert none.n == 0 and none.text() == "–"
-    assert mean_ci([1043.0]).text("sig3", ci=False) == "1043"
-    assert mean_ci([0.08191]).text("sig3", ci=False) == "0.0819"
-
-
-def test_paired_test_on_a_hand_built_example():
-    # the differences a − b are 1..6 for seeds 1..6: all positive, distinct ranks
-    b = {s: 0.5 for s in range(1, 7)}
-    a = {s: 0.5 + s for s in range(1, 7)}
-    test = paired(a, b)
-    assert test.diff.mean == pytest.approx(3.5) and test.diff.n == 6
-    assert test.diff.low > 0  # every resample's mean difference is positive
-    # exact two-sided Wilcoxon: only the all-positive sign pattern is as extreme, 2 / 2⁶
-    assert test.wilcoxon_p == pytest.approx(2 / 64)
-    assert test.marks == "*†"
-
-
-def test_paired_test_uses_only_common_seeds_and_skips_wilcoxon_below_six():
-    test = paired({1: 0.6, 2: 0.7, 3: 0.8}, {1: 0.5, 2: 0.5, 4: 0.1})
-    assert test.diff.n == 2 and test.diff.mean == pytest.approx(0.15)
-    assert math.isnan(test.wilcoxon_p) and "†" not in test.marks
-    constant = paired({1: 1.0, 2: 2.0}, {1: 1.0, 2: 2.0})
-    assert constant.diff.mean == 0 and constant.marks == ""
-
-
-def test_kendall_tau_on_a_known_ranking():
-    # one swapped pair out of C(5, 2) = 10: τ = (9 − 1) / 10; exact p = 2 · 5 / 5!
-    c = kendall([1, 2, 3, 4, 5], [1, 2, 3, 5, 4])
-    assert c.tau == pytest.approx(0.8) and c.p == pytest.approx(10 / 120) and c.n == 5
-    reverse = kendall([1, 2, 3], [3, 2, math.nan])  # the NaN pair is dropped: n = 2 < 3
-    assert math.isnan(reverse.tau) and reverse.n == 2
+# --------------------------------------------------------------------------- sections
+# (the statistics themselves are tested in tests/test_stats.py)
 
 
 def test_section_numbers_follow_the_order_of_the_sections(monkeypatch):
@@ -124,14 +79,63 @@ def _study(name: str, **changes) -> dict:
     return study
 
 
+def _record(client, experiment_id: str, parent_id: str, study: str, role: str, method: str,
+            seed: int | None = None, outcome: str = schema.STATUS_OK,
+            metrics: dict | None = None, ious: np.ndarray | None = None) -> str:
+    """One run tagged as the study runner tags it (a trial's outcome, a reference's role),
+    closed with MLflow's status for that outcome; `ious` becomes its per-mask scores, two
+    masks per test image."""
+    tags = {schema.PARENT_RUN: parent_id, schema.STUDY: study, schema.PRESET: "",
+            schema.ROLE: role, schema.METHOD: method, schema.PHASE: schema.PHASE_FINAL}
+    if seed is not None:
+        tags[schema.SEED] = str(seed)
+    if outcome != "killed":  # a killed run never got to say how it ended
+        tags[schema.STATUS] = outcome
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in (metrics or {}).items()])
+    if ious is not None:
+        table = pd.DataFrame({"mask": np.arange(len(ious)), "image": np.arange(len(ious)) // 2,
+                              "iou": ious, "dice": ious, "biou": ious})
+        client.log_text(run_id, table.to_csv(index=False), schema.scores_artifact("test"))
+    client.set_terminated(run_id, {schema.STATUS_OK: "FINISHED", "killed": "KILLED"}.get(
+        outcome, "FAILED"))
+    return run_id
+
+
+def _parent_id(client, study: str) -> tuple[str, str]:
+    experiment_id = client.get_experiment_by_name(study).experiment_id
+    parent = client.search_runs([experiment_id],
+                                f"tags.`{schema.ROLE}` = '{schema.ROLE_STUDY}'")[0]
+    return experiment_id, parent.info.run_id
+
+
+def _ensure_box_priors(study: str) -> None:
+    """Box-prior runs for `study`, by hand when the study runner recorded none (it records
+    them itself once it writes reference runs): scored at the median final validation mIoU,
+    so that some final runs did not learn."""
+    client = tracking_client()
+    experiment_id, parent_id = _parent_id(client, study)
+    data = load_study_data(study)
+    refs = data.references
+    if len(refs) and (refs["role"] == schema.ROLE_BASELINE).any():
+        return
+    val = float(np.median(data.column(data.final(), schema.VAL_MIOU)))
+    test = float(np.median(data.column(data.final(), schema.TEST_MIOU)))
+    for i, prior in enumerate(BOX_PRIORS):
+        _record(client, experiment_id, parent_id, study, schema.ROLE_BASELINE, prior,
+                metrics={schema.VAL_MIOU: val - 0.01 * i, schema.TEST_MIOU: test - 0.01 * i})
+
+
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    """Two studies in one store: `tiny` (adamw + asam, 2 final seeds each, shifts, probes)
-    and `tiny-fail`, where every ASAM tuning trial diverges."""
+    """Two studies in one store: `tiny` (adamw + asam, 2 final seeds each, shifts, probes,
+    box priors) and `tiny-fail`, where every ASAM tuning trial diverges."""
     home = tmp_path_factory.mktemp("report") / "runs"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HARNESS_HOME", str(home))
         run_study(study_from_dict(_study("tiny")), progress=False)
+        _ensure_box_priors("tiny")
         failing = _study("tiny-fail", final_seeds=[1],
                          tuning={"trials_per_method": 1, "n_startup_trials": 1})
         failing["methods"]["asam"] = {"lr": 1.0e30, "search": {
@@ -160,17 +164,24 @@ def test_report_pdf_has_every_section(report_dir):
     assert "Equal budget" in text and "No SAM-E ensemble was recorded" in text
 
 
+def _methods(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary's method rows (not the reference rows of priors and zero-shot)."""
+    return summary[summary["role"].isin(schema.RUN_ROLES)].reset_index(drop=True)
+
+
 def test_summary_table_has_one_row_per_method_with_n(report_dir):
-    summary = pd.read_csv(report_dir / "tables" / "summary.csv")
+    summary = _methods(pd.read_csv(report_dir / "tables" / "summary.csv"))
     assert list(summary["method"]) == ["adamw", "asam"]
     assert list(summary["n"]) == [2, 2]  # final_seeds: [1, 2]
     assert summary["clean_miou"].between(0, 1).all()
-    assert (summary["clean_miou_ci_low"] <= summary["clean_miou"]).all()
+    # n = 2: a mean without an interval (a t interval needs 3 values)
+    assert summary["clean_miou_ci_low"].isna().all()
     assert summary.loc[0, "train_cost_x_adamw"] == pytest.approx(1.0)
     assert "\\toprule" in (report_dir / "tables" / "summary.tex").read_text()
     assert "| asam" in (report_dir / "tables" / "summary.md").read_text()
     kendall_table = pd.read_csv(report_dir / "tables" / "sharpness_kendall.csv")
-    assert set(kendall_table["n"]) == {4}  # every final run has probes
+    assert set(kendall_table["n"]) == {2}  # within each method: its 2 final runs have probes
+    assert set(kendall_table["method"]) == {"adamw", "asam"}
     for name in ("miou_vs_severity", "delta_heatmap", "domain_prompt", "sharpness_vs_gap",
                  "training_curves", "landscape_1d", "tuning_history", "cost_ratios"):
         assert (report_dir / "figures" / f"{name}.png").stat().st_size > 0
@@ -181,8 +192,15 @@ def test_a_failed_method_is_stated_not_a_crash(recorded, tmp_path):
     text = _pdf_text(out / "report.pdf")
     assert "Method asam failed: every tuning trial diverged" in text
     assert "asam (FAILED" in text  # on the title page too
-    summary = pd.read_csv(out / "tables" / "summary.csv")
+    summary = _methods(pd.read_csv(out / "tables" / "summary.csv"))
     assert list(summary["n"]) == [1, 0] and list(summary["status"]) == ["ok", "failed"]
+    outcomes = pd.read_csv(out / "tables" / "run_outcomes.csv").set_index("method")
+    # the diverged method: counted (its tuning run diverged, so no final run started) and
+    # both of its means are empty, each with n = 0
+    assert outcomes.loc["asam", ["tune_started", "tune_diverged", "started"]].tolist() == [
+        1, 1, 0]
+    assert outcomes.loc["asam", ["all_runs_n", "successful_n"]].tolist() == [0, 0]
+    assert outcomes.loc["adamw", ["started", "finished", "all_runs_n"]].tolist() == [1, 1, 1]
     tuning = pd.read_csv(out / "tables" / "tuning.csv")
     assert tuning.set_index("method").loc["asam", "diverged"] == 1
     trials = pd.read_csv(out / "tables" / "tuning_trials.csv", keep_default_na=False)
@@ -198,9 +216,9 @@ def test_cli_filters_methods_and_shifts(recorded, tmp_path):
     assert result.exit_code == 0, result.output
     assert "report written to" in result.output
     tables = tmp_path / "r" / "tables"
-    assert list(pd.read_csv(tables / "summary.csv")["method"]) == ["asam"]
+    assert list(_methods(pd.read_csv(tables / "summary.csv"))["method"]) == ["asam"]
     # AdamW is still the reference of the ratios when it is not shown
-    assert pd.read_csv(tables / "summary.csv")["train_cost_x_adamw"].notna().all()
+    assert _methods(pd.read_csv(tables / "summary.csv"))["train_cost_x_adamw"].notna().all()
     assert set(pd.read_csv(tables / "delta_vs_adamw.csv")["shift"]) == {
         "clean (shift images)", "all corruptions", "gaussian_noise"}
     assert (tables / "summary.md").exists() and not (tables / "summary.tex").exists()
@@ -247,3 +265,212 @@ def test_report_leaves_the_process_mlflow_tracking_uri_alone(recorded, tmp_path)
 def test_unknown_store_is_a_user_error(tmp_path):
     with pytest.raises(HarnessError, match="no MLflow store"):
         build_report("tiny", tracking_uri=f"sqlite:///{tmp_path}/nothing.db")
+
+
+# --------------------------------------------------------------------------- honest statistics
+
+
+def test_smoke_report_marks_nothing_at_two_seeds_and_says_why(report_dir):
+    tables = report_dir / "tables"
+    for name, column in (("delta_vs_adamw", "marks"), ("delta_summary", "mark")):
+        marks = pd.read_csv(tables / f"{name}.csv", keep_default_na=False)[column]
+        assert (marks == "").all(), name
+    delta = pd.read_csv(tables / "delta_vs_adamw.csv")
+    assert (delta["n_pairs"] == 2).all() and (delta["sign_flip_p"] >= 0.5).all()
+    assert delta["ci_low"].isna().all()  # no interval from two pairs
+    text = _pdf_text(report_dir / "report.pdf")
+    assert "No cell can be marked significant: with 2 paired seeds the smallest two-sided " \
+           "sign-flip p is 2/2^2 = 0.5" in text
+    assert "Holm–Bonferroni" in text
+    assert "*" not in (tables / "delta_vs_adamw.md").read_text()
+    power = pd.read_csv(tables / "detectable_difference.csv")
+    assert (power["seed_mdd"] == np.inf).all()  # 2 seeds cannot detect any difference
+
+
+def test_smoke_report_shows_box_priors_and_counts_runs_that_did_not_learn(recorded,
+                                                                         report_dir):
+    summary = pd.read_csv(report_dir / "tables" / "summary.csv")
+    priors = summary[summary["role"] == schema.ROLE_BASELINE]
+    assert set(BOX_PRIORS) <= set(priors["method"]) and (priors["n"] == 1).all()
+    assert priors["clean_miou_ci_low"].isna().all()
+    assert "prompt-only prior" in (report_dir / "tables" / "summary.md").read_text()
+    data = load_study_data("tiny")
+    box = data.references[data.references["method"].isin(BOX_PRIORS)]
+    best = box.loc[data.column(box, schema.TEST_MIOU).idxmax()]
+    above = _methods(summary).set_index("method")["miou_above_box_prior"]
+    for method in ("adamw", "asam"):
+        test = data.column(data.final(method), schema.TEST_MIOU)
+        assert above[method] == pytest.approx(
+            test.mean() - best[schema.metric_column(schema.TEST_MIOU)])
+    outcomes = pd.read_csv(report_dir / "tables" / "run_outcomes.csv").set_index("method")
+    floor = best[schema.metric_column(schema.VAL_MIOU)]
+    for method in ("adamw", "asam"):
+        val = data.column(data.final(method), schema.VAL_MIOU)
+        assert outcomes.loc[method, "did_not_learn"] == int((val <= floor).sum())
+        assert outcomes.loc[method, "successful_n"] == int((val > floor).sum())
+        assert outcomes.loc[method, ["started", "finished"]].tolist() == [2, 2]
+
+
+def _new_study(client, study: str) -> tuple[str, str]:
+    """(experiment id, parent run id) of a new study recorded by hand."""
+    experiment_id = get_experiment_id(client, study)
+    return experiment_id, client.create_run(experiment_id, tags={
+        schema.STUDY: study, schema.PRESET: "", schema.STUDY_KEY: study,
+        schema.ROLE: schema.ROLE_STUDY}).info.run_id
+
+
+HAND = "hand"
+IMAGES = 30  # ≥ 20, so the per-mask comparison gets an interval
+
+
+@pytest.fixture(scope="module")
+def handmade(recorded):
+    """A study written run by run as the runner records it, with every outcome in it:
+    adamw (2 seeds), asam (2 finished — one below the box prior — and one each diverged,
+    collapsed and killed), sam (2 finished, both below the prior), three priors and the
+    zero-shot model. Per-mask scores for adamw and asam, 2 masks in each of 30 images."""
+    client = tracking_client()
+    experiment_id, parent_id = _new_study(client, HAND)
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.4, 0.8, size=2 * IMAGES)
+
+    def trial(method, seed, val, shift=0.0, outcome=schema.STATUS_OK, test=None):
+        ious = np.clip(base + shift + rng.normal(0, 0.02, size=base.size), 0, 1)
+        ok = outcome == schema.STATUS_OK
+        metrics = {schema.VAL_MIOU: val} if val is not None else {}
+        if ok:
+            metrics |= {schema.TEST_MIOU: float(ious.mean()), schema.COST_TRAIN: 10.0,
+                        schema.SHIFT_MEAN_MIOU: 0.8 * float(ious.mean()),
+                        schema.SHIFT_RELATIVE: 0.8 + shift}
+        elif test is not None:
+            metrics[schema.TEST_MIOU] = test
+        return _record(client, experiment_id, parent_id, HAND, schema.ROLE_TRIAL, method, seed,
+                       outcome, metrics, ious if ok else None)
+
+    trial("adamw", 1, 0.60)
+    trial("adamw", 2, 0.62)
+    trial("asam", 1, 0.55, shift=0.05)  # finished, but not above the prior's 0.58
+    trial("asam", 2, 0.70, shift=0.05)
+    trial("asam", 3, 0.30, outcome=schema.STATUS_DIVERGED)  # failed before being tested
+    trial("asam", 4, 0.25, outcome=schema.STATUS_COLLAPSED, test=0.20)  # scored anyway
+    trial("asam", 5, None, outcome="killed")
+    trial("sam", 1, 0.50)
+    trial("sam", 2, 0.52)
+    for role, name, val, test in ((schema.ROLE_BASELINE, "box-fill", 0.56, 0.57),
+                                  (schema.ROLE_BASELINE, "ellipse-in-box", 0.58, 0.59),
+                                  (schema.ROLE_BASELINE, "point-disc", 0.40, 0.41),
+                                  (schema.ROLE_ZERO_SHOT, "zero-shot", 0.45, 0.46)):
+        _record(client, experiment_id, parent_id, HAND, role, name,
+                metrics={schema.VAL_MIOU: val, schema.TEST_MIOU: test,
+                         schema.SHIFT_RELATIVE: 0.99})
+    return load_study_data(HAND)
+
+
+def test_outcomes_count_every_run_and_give_both_means(handmade, tmp_path):
+    out = build_report(HAND, out=tmp_path / "hand", formats=["csv", "md"])
+    outcomes = pd.read_csv(out / "tables" / "run_outcomes.csv").set_index("method")
+    asam = outcomes.loc["asam"]
+    assert asam[["started", "finished", "diverged", "collapsed", "did_not_learn",
+                 "interrupted_or_running"]].tolist() == [5, 2, 1, 1, 1, 1]
+    tests = handmade.column(handmade.final("asam"), schema.TEST_MIOU).tolist()
+    # all runs that ended, failures at their measured score (the diverged run has none)
+    assert asam["all_runs_n"] == 3
+    assert asam["all_runs_miou"] == pytest.approx(np.mean([*tests, 0.20]))
+    assert asam["successful_n"] == 1 and asam["successful_miou"] == pytest.approx(tests[1])
+    assert outcomes.loc["sam", "did_not_learn"] == 2 and outcomes.loc["sam", "successful_n"] == 0
+    assert outcomes.loc["adamw", "did_not_learn"] == 0
+    shown = (out / "tables" / "run_outcomes.md").read_text()
+    assert "n=3" in shown and "n=1" in shown
+
+
+def test_summary_has_reference_rows_and_the_prior_column(handmade, tmp_path):
+    out = build_report(HAND, out=tmp_path / "hand", formats=["csv", "md"])
+    summary = pd.read_csv(out / "tables" / "summary.csv")
+    methods = list(summary["method"])  # AdamW first, then the reference rows
+    assert methods[0] == "adamw" and set(methods[:3]) == {"adamw", "asam", "sam"}
+    assert methods[3:] == ["box-fill", "ellipse-in-box", "point-disc", "zero-shot"]
+    assert list(summary["n"]) == [2, 2, 2, 1, 1, 1, 1]
+    rows = summary.set_index("method")
+    adamw = handmade.column(handmade.final("adamw"), schema.TEST_MIOU).mean()
+    # the floor is the better box prior: ellipse-in-box (0.59), not box-fill (0.57)
+    assert rows.loc["adamw", "miou_above_box_prior"] == pytest.approx(adamw - 0.59)
+    assert rows.loc["ellipse-in-box", "miou_above_box_prior"] == pytest.approx(0.0)
+    assert rows.loc["point-disc", "miou_above_box_prior"] == pytest.approx(0.41 - 0.59)
+    # relative robustness only over runs above the prior: asam's seed 2 alone; none for sam
+    assert rows.loc["asam", "relative_robustness"] == pytest.approx(0.85)
+    assert np.isnan(rows.loc["sam", "relative_robustness"])
+    text = (out / "tables" / "summary.md").read_text()
+    assert "—, at or below the prior" in text and "zero-shot (no fine-tuning)" in text
+    assert "prompt-only prior" in text
+
+
+def test_comparisons_have_two_levels_and_no_mark_at_two_seeds(handmade, tmp_path):
+    with report_style():
+        ctx = Context(handmade, method_colors(handmade.all_methods), ShiftFilter(), draw=False)
+        section = summary.build(ctx)
+    words = " ".join(b for b in section.blocks if isinstance(b, str))
+    assert "No comparison can be marked significant: with 2 paired seeds" in words
+    assert "ellipse-in-box (test mIoU 0.590; box-fill 0.570)" in words
+    assert "Minimum detectable difference" in words
+    assert "get their own Holm–Bonferroni over the 2 per-mask tests" in words
+    tables = {t.name: t for t in section.items(Table)}
+    delta = tables["delta_summary"].data.set_index(["method", "metric"])
+    clean = delta.loc["asam", "clean mIoU"]
+    assert clean["n_seeds"] == 2 and clean["sign_flip_p"] == pytest.approx(0.5)
+    assert clean["mark"] == "" and np.isnan(clean["ci_low"])
+    # per mask: asam's masks sit 0.05 above adamw's; 60 masks in 30 images, an interval
+    assert (clean["masks"], clean["images"]) == (60, IMAGES)
+    assert clean["mask_ci_low"] < clean["mask_delta"] < clean["mask_ci_high"]
+    assert clean["mask_delta"] == pytest.approx(0.05, abs=0.01) and clean["mask_ci_low"] > 0
+    # relative robustness pairs only seeds where both beat the prior: seed 2
+    assert delta.loc["asam", "relative robustness"]["n_seeds"] == 1
+    power = tables["detectable_difference"].data.set_index("method")
+    assert power.loc["asam", "seed_mdd"] == np.inf and 0 < power.loc["asam", "mask_mdd"] < 0.05
+    assert "none: 2 seeds cannot give p < 0.05" in tables["detectable_difference"].display.to_string()
+
+
+def test_sharpness_is_correlated_within_each_method_never_pooled(recorded):
+    client = tracking_client()
+    experiment_id, parent_id = _new_study(client, "sharp")
+    # two methods whose runs differ in level (sharpness and gap both higher for one), and
+    # inside each method no relation: pooled, τ would be large; within, it is not
+    rng = np.random.default_rng(1)
+    for method, level in (("sgd-a", 0.0), ("sgd-b", 1.0)):
+        for seed in range(8):
+            _record(client, experiment_id, parent_id, "sharp", schema.ROLE_TRIAL, method, seed,
+                    metrics={schema.PROBE_ASAM_SHARPNESS: level + rng.uniform(0, 0.5),
+                             schema.PROBE_SHARPNESS: level + rng.uniform(0, 0.5),
+                             schema.GAP_TRAIN_TEST: level + rng.uniform(0, 0.5),
+                             schema.TEST_MIOU: rng.uniform(0.5, 0.7)})
+    data = load_study_data("sharp")
+    ctx = Context(data, method_colors(data.all_methods), ShiftFilter(), draw=False)
+    section = sharpness.build(ctx)
+    rows = section.items(Table)[0].data
+    assert set(rows["n"]) == {8} and set(rows["method"]) == {"sgd-a", "sgd-b"}
+    assert list(rows["probe"].unique()) == [schema.PROBE_ASAM_SHARPNESS, schema.PROBE_SHARPNESS]
+    assert rows["ci_low"].notna().all() and rows["partial_tau"].notna().all()
+    words = " ".join(b for b in section.blocks if isinstance(b, str))
+    assert "indistinguishable from 0" in words and "never pooled" in words
+
+
+def test_a_mark_appears_where_the_corrected_test_can_reach_it(recorded):
+    # 8 seeds, asam above adamw on every one: sign-flip p = 2/2⁸ ≈ 0.0078 for both metrics;
+    # Holm over the 2 comparisons: 0.016 < 0.05
+    client = tracking_client()
+    experiment_id, parent_id = _new_study(client, "eight")
+    for seed in range(8):
+        for method, lift in (("adamw", 0.0), ("asam", 0.05)):
+            level = 0.6 + 0.01 * seed + lift
+            _record(client, experiment_id, parent_id, "eight", schema.ROLE_TRIAL, method, seed,
+                    metrics={schema.TEST_MIOU: level, schema.SHIFT_MEAN_MIOU: level - 0.1})
+    data = load_study_data("eight")
+    ctx = Context(data, method_colors(data.all_methods), ShiftFilter(), draw=False)
+    section = summary.build(ctx)
+    delta = next(t for t in section.items(Table) if t.name == "delta_summary").data
+    assert list(delta["sign_flip_p"]) == pytest.approx([2 / 256] * 2)
+    assert list(delta["holm_p"]) == pytest.approx([4 / 256] * 2)
+    assert list(delta["mark"]) == ["*", "*"]
+    assert delta["ci_low"].notna().all()  # n = 8: a Student-t interval
+    assert "*" in summary.headline(ctx)[0]
+    words = " ".join(b for b in section.blocks if isinstance(b, str))
+    assert "can be marked significant" not in words

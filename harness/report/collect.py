@@ -3,8 +3,10 @@
 Read-only: a store that does not exist is an error, never created, and MLflow's process-wide
 tracking URI is left alone (see `mlflow_read`). One row per trial or ensemble run, with
 MLflow's own column names (`schema.metric_column`, `params.<name>`, `schema.tag_column`) plus
-the columns every section needs: `method`, `phase`, `role`, `seed`, `ok`, `fail_reason`. A
-"final" run is any trial or ensemble run of phase `final`.
+the columns every section needs: `method`, `phase`, `role`, `seed`, `ok`, `outcome`,
+`fail_reason`. A "final" run is any trial or ensemble run of phase `final`. The reference runs
+(prompt-only priors, the zero-shot model) are kept apart in `references`: they are not
+methods, and no section should average or tune over them by accident.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from harness.tracking.schema import metric_column, tag_column
 from harness.tracking.store import default_storage_url, default_tracking_uri, local_file
 
 REFERENCE = "adamw"
+# how a run ended, beyond harness.status: interrupted (KILLED), still running, or failed
+# without saying why (a crash outside training)
+KILLED, RUNNING, FAILED = "killed", "running", "failed"
 
 
 @dataclass
@@ -40,6 +45,8 @@ class StudyData:
     tracking_uri: str
     storage_url: str
     no_final: dict[str, str] = field(default_factory=dict)  # method -> why it has no finals
+    # successful reference runs (baselines, zero-shot), same columns as `runs`; may be empty
+    references: pd.DataFrame = field(default_factory=pd.DataFrame)
     _finals: dict = field(default_factory=dict, repr=False)
 
     def final(self, method: str | None = None) -> pd.DataFrame:
@@ -111,21 +118,41 @@ def _tag(runs: pd.DataFrame, name: str) -> pd.Series:
     return runs[col].fillna("") if col in runs.columns else pd.Series("", index=runs.index)
 
 
-def _tidy(runs: pd.DataFrame, parent: pd.Series, name: str, preset: str) -> pd.DataFrame:
+def _outcome(status: str, mlflow_status: str) -> str:
+    """ok / diverged / collapsed from the harness tag; without one (an ensemble, an older or
+    an interrupted run) MLflow's own status decides."""
+    if status:
+        return status
+    return {"FINISHED": schema.STATUS_OK, "KILLED": KILLED, "FAILED": FAILED}.get(
+        mlflow_status, RUNNING)
+
+
+def _tidy(runs: pd.DataFrame, parent: pd.Series, name: str, preset: str,
+          roles: tuple[str, ...]) -> pd.DataFrame:
     parent_id = _tag(runs, schema.PARENT_RUN)
     ours = (parent_id == parent["run_id"]) | (
         (parent_id == "") & (_tag(runs, schema.STUDY) == name)
         & (_tag(runs, schema.PRESET) == preset))
-    runs = runs[ours & _tag(runs, schema.ROLE).isin(schema.RUN_ROLES)].copy()
+    runs = runs[ours & _tag(runs, schema.ROLE).isin(roles)].copy()
     runs["method"] = _tag(runs, schema.METHOD)
     runs["phase"] = _tag(runs, schema.PHASE)
     runs["role"] = _tag(runs, schema.ROLE)
     runs["seed"] = pd.to_numeric(_tag(runs, schema.SEED), errors="coerce")
-    status = _tag(runs, schema.STATUS)
-    # an ensemble (or an older run) may carry no status tag: MLflow's own status decides
-    runs["ok"] = (status == schema.STATUS_OK) | ((status == "") & (runs["status"] == "FINISHED"))
+    runs["outcome"] = [_outcome(s, m) for s, m in zip(_tag(runs, schema.STATUS), runs["status"])]
+    runs["ok"] = runs["outcome"] == schema.STATUS_OK
     runs["fail_reason"] = _tag(runs, schema.FAIL_REASON)
     return runs.reset_index(drop=True)
+
+
+def _references(runs: pd.DataFrame, parent: pd.Series, name: str, preset: str) -> pd.DataFrame:
+    """The study's successful reference runs, one per name (the latest, should a rerun have
+    recorded a second), in the order priors, then zero-shot."""
+    refs = _tidy(runs, parent, name, preset, schema.REFERENCE_ROLES)
+    refs = refs[refs["ok"] & (refs["phase"] == schema.PHASE_FINAL)]
+    refs = refs.sort_values("start_time").drop_duplicates(["role", "method"], keep="last")
+    order = {role: i for i, role in enumerate(schema.REFERENCE_ROLES)}
+    return refs.sort_values(["role", "method"], key=lambda c: c.map(order) if c.name == "role"
+                            else c).reset_index(drop=True)
 
 
 def _config(client: MlflowClient, run_id: str) -> tuple[dict, str]:
@@ -161,7 +188,7 @@ def load_study_data(study: str, preset: str | None = None, tracking_uri: str | N
     parent, all_runs = _parent(client, experiment.experiment_id, study, preset, uri)
     key = parent[tag_column(schema.STUDY_KEY)]
     preset_name = parent.get(tag_column(schema.PRESET)) or ""
-    runs = _tidy(all_runs, parent, study, preset_name)
+    runs = _tidy(all_runs, parent, study, preset_name, schema.RUN_ROLES)
     config, text = _config(client, parent["run_id"])
     order = all_methods = _order(config, runs)
     if methods:
@@ -174,4 +201,5 @@ def load_study_data(study: str, preset: str | None = None, tracking_uri: str | N
     no_final = {c[len(prefix):]: parent[c] for c in parent.index
                 if c.startswith(prefix) and isinstance(parent[c], str)}
     return StudyData(study, key, preset_name, parent, runs, order, all_methods, config, text,
-                     client, uri, storage_url or default_storage_url(), no_final)
+                     client, uri, storage_url or default_storage_url(), no_final,
+                     _references(all_runs, parent, study, preset_name))

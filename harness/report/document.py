@@ -75,7 +75,8 @@ def tex_escape(text: object) -> str:
 
 
 def table_markdown(table: Table) -> str:
-    body = table.display.to_markdown(index=False)
+    # cells are already formatted: tabulate must not re-parse "0.590" into 0.59
+    body = table.display.to_markdown(index=False, disable_numparse=True)
     return f"{body}\n\n{table.caption}\n" if table.caption else f"{body}\n"
 
 

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
+import numpy as np
 import pandas as pd
 
 from harness.data.corruptions import CORRUPTION_GROUPS
 from harness.report.collect import REFERENCE, StudyData
 from harness.report.document import Section
+from harness.report.floor import Floor, box_floor
+from harness.report.loaders import artifact_tables
 from harness.report.stats import Estimate, mean_ci
+from harness.tracking import schema
 from harness.tracking.schema import (
     corruption_metric,
     metric_column,
@@ -29,6 +35,7 @@ ALL_CORRUPTIONS = CORRUPTION_GROUPS["all"]
 MIOU = "miou"  # the score every shift section shows per cell
 CLEAN_MIOU = shift_metric("clean", MIOU)  # the shift suite's own images, unshifted
 _METRIC_PREFIX = metric_column("")
+T = TypeVar("T")
 
 
 def new_section(module_name: str) -> Section:
@@ -73,6 +80,25 @@ class Context:
     colors: dict[str, str]
     shifts: ShiftFilter
     draw: bool  # figures wanted (pdf or png); tables are always built
+    # what is read or computed once per report (several sections and the title page ask)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    @property
+    def floor(self) -> Floor | None:
+        """The best box prior the study recorded, or None."""
+        return self.cached("floor", lambda: box_floor(self.data))
+
+    def mask_scores(self, method: str) -> pd.DataFrame | None:
+        """Per test mask (rows in the study's mask order): its image and its IoU averaged
+        over the method's final runs; None when a run lacks the artifact or the runs do not
+        score the same masks (then nothing pairs)."""
+        return self.cached(("masks", method),
+                           lambda: _mean_scores(self.data, self.data.final(method)))
 
     @property
     def methods(self) -> list[str]:
@@ -126,6 +152,36 @@ class Context:
                 out.append(f"Method {method} failed: {reason}. It has no final runs, so it "
                            f"appears with n = 0 and no values.")
         return out
+
+
+def _mean_scores(data: StudyData, runs: pd.DataFrame) -> pd.DataFrame | None:
+    if runs.empty:
+        return None
+    tables = artifact_tables(data, runs, schema.scores_artifact("test"))
+    if tables.empty or tables["run_id"].nunique() != len(runs):
+        return None
+    first = tables[tables["run_id"] == runs["run_id"].iloc[0]]
+    per_run = [t.reset_index(drop=True) for _, t in tables.groupby("run_id", sort=False)]
+    if any(len(t) != len(first) or not np.array_equal(t["image"], first["image"])
+           for t in per_run):
+        return None
+    return pd.DataFrame({"mask": first["mask"].to_numpy(), "image": first["image"].to_numpy(),
+                         "iou": np.mean([t["iou"].to_numpy(float) for t in per_run], axis=0)})
+
+
+def run_values(ctx: Context, runs: pd.DataFrame, metric: str, relative: bool) -> pd.Series:
+    """Per run of `runs`: the metric, or its ratio to AdamW's mean over its final seeds.
+    With --shifts the shifted mean (and its ratio to clean) is over the selected cells."""
+    if ctx.shifts.filtered and metric in (schema.SHIFT_MEAN_MIOU, schema.SHIFT_RELATIVE):
+        shifted = ctx.cell_mean(runs, ctx.cells())
+        if metric == schema.SHIFT_MEAN_MIOU:
+            return shifted
+        return shifted / ctx.data.column(runs, CLEAN_MIOU)
+    values = ctx.data.column(runs, metric)
+    if not relative:
+        return values
+    ref = ctx.data.column(ctx.data.final(REFERENCE), metric).mean()
+    return values / ref if ref and math.isfinite(ref) else values * math.nan
 
 
 def family_of(corruption: str) -> str:

@@ -12,8 +12,7 @@ from harness.report import style
 from harness.report.collect import REFERENCE
 from harness.report.document import FigureItem, Section, Table
 from harness.report.figures import ci_bars, legend
-from harness.report.sections.base import Context, new_section
-from harness.report.sections.summary import run_values
+from harness.report.sections.base import Context, new_section, run_values
 from harness.report.stats import Estimate, mean_ci
 from harness.tracking import schema
 
@@ -66,7 +65,7 @@ def _verdict(est: Estimate, low: float, high: float) -> str:
     if est.n == 0 or not math.isfinite(est.mean) or not math.isfinite(low):
         return "not measured"
     lo, hi = (est.low, est.high) if est.has_ci else (est.mean, est.mean)
-    single = "" if est.has_ci else " (one value, no CI)"
+    single = "" if est.has_ci else f" (n={est.n}, no CI)"
     if hi < low:
         return "lower than stated" + single
     if lo > high:
@@ -87,7 +86,8 @@ def _claims(ctx: Context) -> list[tuple[Claim, Estimate]]:
     for claim in CLAIMS:
         if claim.method in ctx.methods:
             metric = KINDS[claim.kind][0]
-            out.append((claim, mean_ci(run_values(ctx, claim.method, metric, True))))
+            runs = ctx.data.final(claim.method)
+            out.append((claim, mean_ci(run_values(ctx, runs, metric, True))))
     for method in ctx.present:  # ensembles: K× training and K× inference
         runs = ctx.data.final(method)
         if not runs["role"].eq(schema.ROLE_ENSEMBLE).any():
@@ -101,7 +101,7 @@ def _claims(ctx: Context) -> list[tuple[Claim, Estimate]]:
         out.append((Claim(method, "inference vs one member", f"{k_text} (K members run)", k, k),
                     vs_member))
         out.append((Claim(method, "train", f"{k_text} (K {members} trainings)", k, k),
-                    mean_ci(run_values(ctx, method, KINDS["train"][0], True))))
+                    mean_ci(run_values(ctx, runs, KINDS["train"][0], True))))
     return out
 
 
@@ -191,8 +191,8 @@ def _figure(ctx: Context, claims):
     fig = style.new_figure()
     ax = fig.add_subplot()
     groups = list(KINDS)
-    series = {m: [mean_ci(run_values(ctx, m, KINDS[k][0], True)) for k in groups]
-              for m in ctx.present}
+    series = {m: [mean_ci(run_values(ctx, ctx.data.final(m), KINDS[k][0], True))
+                  for k in groups] for m in ctx.present}
     ci_bars(ax, [KINDS[k][1] for k in groups], series, ctx.colors)
     shown = [m for m, est in series.items() if any(e.n for e in est)]
     width = 0.8 / max(1, len(shown))

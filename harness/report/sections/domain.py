@@ -71,7 +71,7 @@ def build(ctx: Context) -> Section:
                                                         point),
                                "Left: mIoU on other domains; middle: mIoU vs box-jitter level "
                                "(0 = tight box); right: box vs one-point prompt. Whiskers and "
-                               "bands: 95 % bootstrap CI over seeds."))
+                               "bands: 95 % Student-t CI over seeds (none below 3)."))
     return section
 
 

@@ -1,4 +1,4 @@
-"""Δ mIoU vs AdamW per method × corruption, with paired-seed significance marks."""
+"""Δ mIoU vs AdamW per method × corruption; a mark only where the corrected test allows it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ import pandas as pd
 
 from harness.report import style
 from harness.report.collect import REFERENCE
+from harness.report.comparisons import (
+    MARK,
+    Comparison,
+    adjust,
+    family_sentences,
+    per_seed,
+    seed_test,
+)
 from harness.report.document import FigureItem, Section, Table
+from harness.report.multiplicity import HOLM
 from harness.report.sections.base import CLEAN_MIOU, Context, new_section
-from harness.report.stats import WILCOXON_MIN_N, Estimate, PairedTest, mean_ci, paired
 
 TITLE = "Change in mIoU vs AdamW per corruption"
 CLEAN = "clean (shift images)"  # the shift suite's subset, not the whole test split
@@ -28,24 +36,7 @@ def _columns(ctx: Context) -> list[tuple[str, list[tuple[str, int]] | str]]:
 def _per_seed(ctx: Context, method: str, what) -> dict:
     runs = ctx.data.final(method)
     values = ctx.data.column(runs, what) if isinstance(what, str) else ctx.cell_mean(runs, what)
-    return dict(zip(runs["seed"], values))
-
-
-def compare(mine: dict, ref: dict) -> PairedTest:
-    """Paired by seed when the seeds match; otherwise (an ensemble has no seed) the plain
-    difference of means, as one value without an interval or marks."""
-    test = paired(mine, ref)
-    if test.diff.n:
-        return test
-    a = mean_ci(list(mine.values()))
-    b = mean_ci(list(ref.values()))
-    if not (a.n and b.n):
-        return test
-    return PairedTest(Estimate(a.mean - b.mean, math.nan, math.nan, 1), math.nan)
-
-
-def _unpaired(test: PairedTest) -> bool:
-    return test.diff.n == 1 and not test.diff.has_ci
+    return per_seed(runs, values)
 
 
 def build(ctx: Context) -> Section:
@@ -61,42 +52,42 @@ def build(ctx: Context) -> Section:
         return section.say("No corruption shifts were recorded for the methods shown (or "
                            "--shifts selected none); the clean Δ is in the summary.")
     cols = _columns(ctx)
-    tests = {(m, label): compare(_per_seed(ctx, m, what), _per_seed(ctx, REFERENCE, what))
-             for m in others for label, what in cols}
-    rows = [{"method": m, "shift": label, "delta_miou": t.diff.mean, "ci_low": t.diff.low,
-             "ci_high": t.diff.high, "n_pairs": t.diff.n, "wilcoxon_p": t.wilcoxon_p,
-             "marks": t.marks} for (m, label), t in tests.items()]
-    shown = [{"method": m, "shift": label,
-              "Δ mIoU [95 % CI]": t.diff.text("+.3f") if not _unpaired(t) else
-              f"{t.diff.mean:+.3f} (difference of means)",
-              "pairs": "unpaired" if _unpaired(t) else str(t.diff.n),
-              "Wilcoxon p": f"{t.wilcoxon_p:.3g}" if math.isfinite(t.wilcoxon_p) else "–",
-              "marks": t.marks or "–"} for (m, label), t in tests.items()]
+    # every cell of the table (and of the figure, which shows the same cells) is one family
+    family = adjust([Comparison(m, label, seed_test(_per_seed(ctx, m, what),
+                                                     _per_seed(ctx, REFERENCE, what)))
+                     for m in others for label, what in cols])
+    tests = {(t.method, t.label): t for t in family}
+    rows = [{"method": t.method, "shift": t.label, "delta_miou": t.seed.diff.mean,
+             "ci_low": t.seed.diff.low, "ci_high": t.seed.diff.high, "n_pairs": t.seed.diff.n,
+             "paired": not t.unpaired, "sign_flip_p": t.seed.p, "holm_p": t.seed_holm,
+             "marks": t.mark} for t in family]
+    shown = [{"method": t.method, "shift": t.label, "Δ mIoU [95 % CI]": t.seed_text(),
+              "pairs": "unpaired" if t.unpaired else str(t.seed.diff.n),
+              "sign-flip p (Holm)": t.p_text(), "mark": t.mark or "–"} for t in family]
     section.say(
         "Δ = method − AdamW, paired by seed (final runs with the same seed share data, "
-        "initialisation and prompts); a method without seeds (an ensemble) gets the plain "
-        "difference of means. Each corruption column averages its severities. "
-        "* : the 95 % paired-bootstrap CI of Δ excludes 0. † : Wilcoxon signed-rank "
-        f"p < 0.05, computed only with n ≥ {WILCOXON_MIN_N} pairs. Unpaired methods (e.g. one "
-        "ensemble run) have no marks.")
-    if min((t.diff.n for t in tests.values()), default=0) < WILCOXON_MIN_N:
-        section.say("With fewer than 6 pairs the percentile bootstrap cannot give an interval "
-                    "wider than the range of the differences, so * mostly says that every "
-                    "seed moved in the same direction: read it as descriptive.")
+        "initialisation and prompts), with the Student-t interval of the per-seed "
+        "differences (none below 3 pairs); a method without seeds (an ensemble) gets the "
+        "plain difference of means, without interval or test. Each corruption column "
+        "averages its severities.")
+    for sentence in family_sentences(family):
+        section.say(sentence)
     for sentence in ctx.failed_sentences():
         section.say(sentence)
     section.add(Table("delta_vs_adamw", pd.DataFrame(rows), pd.DataFrame(shown),
-                      "Δ mIoU vs AdamW per method and shift (paired by seed)."))
+                      f"Δ mIoU vs AdamW per method and shift (paired by seed; {HOLM} over "
+                      "the table's cells)."))
     if ctx.draw:
         section.add(FigureItem("delta_heatmap", _figure(others, cols, tests),
                                "Δ mIoU vs AdamW (blue: better than AdamW, red: worse). "
-                               "* paired-bootstrap CI excludes 0; † Wilcoxon p < 0.05."))
+                               f"{MARK} {HOLM}-adjusted sign-flip p < 0.05 over the figure's "
+                               "cells (none possible with few seeds: see the text)."))
     return section
 
 
-def _figure(methods: list[str], cols: list, tests: dict[tuple, PairedTest]):
+def _figure(methods: list[str], cols: list, tests: dict[tuple, Comparison]):
     labels = [label for label, _ in cols]
-    grid = np.array([[tests[m, c].diff.mean for c in labels] for m in methods], float)
+    grid = np.array([[tests[m, c].seed.diff.mean for c in labels] for m in methods], float)
     limit = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 0.0
     limit = limit or 0.01
     fig = style.new_figure((max(6.0, 0.6 * len(labels) + 3), 1.0 + 0.7 * len(methods) + 1.6))
@@ -106,9 +97,10 @@ def _figure(methods: list[str], cols: list, tests: dict[tuple, PairedTest]):
     for i, m in enumerate(methods):
         for j, c in enumerate(labels):
             t = tests[m, c]
-            text = "n/a" if not math.isfinite(t.diff.mean) else f"{t.diff.mean:+.3f}{t.marks}"
+            mean = t.seed.diff.mean
+            text = "n/a" if not math.isfinite(mean) else f"{mean:+.3f}{t.mark}"
             ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                    color="white" if abs(t.diff.mean or 0) > 0.6 * limit else "black")
+                    color="white" if abs(mean or 0) > 0.6 * limit else "black")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(methods)), methods)
     ax.set(xlabel="shift (corruptions: mean over severities)", ylabel="method")

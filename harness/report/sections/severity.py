@@ -49,7 +49,7 @@ def build(ctx: Context) -> Section:
     section.say(
         f"Severity 0 is the clean mIoU on the shift suite's images; severity k is the mean over "
         f"the {len(ctx.corruptions())} corruptions evaluated ({', '.join(ctx.corruptions())}). "
-        "Lines are means over final seeds, bands their 95 % bootstrap CI.")
+        "Lines are means over final seeds, bands their 95 % Student-t CI (none below 3 seeds).")
     for sentence in ctx.failed_sentences():
         section.say(sentence)
     section.add(Table("miou_by_severity", pd.DataFrame(rows), pd.DataFrame(shown),
@@ -58,7 +58,7 @@ def build(ctx: Context) -> Section:
     if ctx.draw:
         section.add(FigureItem("miou_vs_severity", _figure(ctx, xs, overall, per_family),
                                "mIoU vs severity: left, all corruptions; right, one panel per "
-                               "corruption family. Bands: 95 % bootstrap CI over seeds."))
+                               "corruption family. Bands: 95 % Student-t CI over seeds."))
     return section
 
 

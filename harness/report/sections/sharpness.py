@@ -1,5 +1,5 @@
-"""Does sharpness predict generalisation? Kendall τ of each probe against each gap
-over every run that has both, laid out like the rank-correlation table of the ASAM paper."""
+"""Does sharpness predict generalisation? Kendall τ of each probe against each gap within each
+method across its runs, the partial τ given clean mIoU, and a bootstrap interval."""
 
 from __future__ import annotations
 
@@ -8,17 +8,22 @@ import math
 import pandas as pd
 
 from harness.report import style
+from harness.report.correlation import CI_MIN_N, MIN_N, Correlation, within_method
 from harness.report.document import FigureItem, Section, Table
+from harness.report.multiplicity import HOLM, holm
 from harness.report.sections.base import Context, new_section, recorded_metrics
-from harness.report.stats import kendall
+from harness.report.stats import ALPHA
 from harness.tracking import schema
 
 TITLE = "Sharpness vs generalisation"
 GAPS = {schema.GAP_TRAIN_TEST: "train − test mIoU",
         schema.GAP_CLEAN_SHIFT: "clean − shifted mIoU"}
+CONTROL = schema.TEST_MIOU  # a better model may be both flatter and less brittle
 PROBE_PREFIX = schema.PROBE_PREFIX
-PROBE_NAMES = {schema.PROBE_SHARPNESS: "sharpness (ρ-ball)",
-               schema.PROBE_ASAM_SHARPNESS: "adaptive sharpness",
+# Adaptive (scale-invariant) sharpness first: plain ρ-ball sharpness and curvature change under
+# reparametrisations that leave the function unchanged (Dinh et al. 2017; Kwon et al. 2021).
+PROBE_NAMES = {schema.PROBE_ASAM_SHARPNESS: "adaptive sharpness",
+               schema.PROBE_SHARPNESS: "sharpness (ρ-ball)",
                schema.PROBE_AVG_SHARPNESS: "average sharpness",
                schema.PROBE_HESSIAN_TRACE: "Hessian trace",
                schema.PROBE_LANDSCAPE_RISE: "1-D slice max rise", schema.PROBE_LOSS: "loss at w"}
@@ -42,6 +47,19 @@ def unit(probe: str) -> str:
             else "loss, unitless")
 
 
+def _correlations(ctx: Context, runs: pd.DataFrame, methods: list[str], probes: list[str],
+                  gaps: list[str]) -> dict[tuple[str, str, str], Correlation]:
+    out = {}
+    for method in methods:
+        mine = runs[runs["method"] == method]
+        control = ctx.data.column(mine, CONTROL)
+        for p in probes:
+            for g in gaps:
+                out[method, p, g] = within_method(ctx.data.column(mine, p),
+                                                  ctx.data.column(mine, g), control)
+    return out
+
+
 def build(ctx: Context) -> Section:
     section = new_section(__name__)
     shown_methods = ctx.data.runs["method"].isin(ctx.methods)
@@ -52,30 +70,58 @@ def build(ctx: Context) -> Section:
         return section.say("No sharpness probes (or no generalisation gaps) were recorded for "
                            "the methods shown; enable `probes:` in the study to fill this "
                            "section.")
-    corr = {(p, g): kendall(ctx.data.column(runs, p), ctx.data.column(runs, g))
-            for p in probes for g in gaps}
-    rows = [{"probe": p, "gap": g, "kendall_tau": c.tau, "p_value": c.p, "n": c.n}
-            for (p, g), c in corr.items()]
-    shown = [{"probe": label(p), **{f"τ vs {GAPS[g]}": corr[p, g].text() for g in gaps}}
-             for p in probes]
-    n_runs = len(runs.dropna(subset=[schema.metric_column(probes[0])]))
+    methods = [m for m in ctx.methods if (runs["method"] == m).any()]
+    corr = _correlations(ctx, runs, methods, probes, gaps)
+    adjusted = dict(zip(corr, holm(c.p for c in corr.values())))
+    rows = [{"method": m, "probe": p, "gap": g, "kendall_tau": c.tau, "ci_low": c.low,
+             "ci_high": c.high, "p_value": c.p, "holm_p": adjusted[m, p, g],
+             "partial_tau": c.partial, "partial_ci_low": c.partial_low,
+             "partial_ci_high": c.partial_high, "n": c.n}
+            for (m, p, g), c in corr.items()]
+    shown = [{"method": m, "probe": label(p),
+              **{f"τ vs {GAPS[g]}": corr[m, p, g].text(adjusted[m, p, g]) for g in gaps},
+              **{f"partial τ vs {GAPS[g]}": corr[m, p, g].partial_text() for g in gaps}}
+             for m in methods for p in probes]
     section.say(
-        f"Every successful run with probes ({n_runs} runs, all methods pooled) contributes "
-        "one point. Kendall's τ-b between a probe and a generalisation gap, with its "
-        "two-sided p-value: τ > 0 means sharper minima came with larger gaps. Gaps are "
-        "train − test mIoU (train images scored like the test set) and clean − mean "
-        "corrupted mIoU. With few runs, |τ| needs to be large to be meaningful.")
+        "Kendall's τ-b between a probe and a generalisation gap, computed within each method "
+        "across its successful runs with probes (never pooled: runs of different methods "
+        "differ in both, so a pooled τ would only say that the methods differ). τ > 0 means "
+        "sharper minima came with larger gaps. Gaps are train − test mIoU (train images "
+        "scored like the test set) and clean − mean corrupted mIoU. Partial τ removes what "
+        "probe and gap share with clean test mIoU. Intervals: percentile bootstrap over runs "
+        f"(from {CI_MIN_N} runs); p: two-sided (exact for small n), then {HOLM} over the "
+        f"{sum(math.isfinite(c.p) for c in corr.values())} τ of this table, shown in brackets.")
+    section.say(_verdict(corr, adjusted, methods, runs))
     section.add(Table("sharpness_kendall", pd.DataFrame(rows), pd.DataFrame(shown),
                       "Rank correlation (Kendall τ) between sharpness probes and "
-                      "generalisation gaps."))
+                      "generalisation gaps, within each method."))
     if ctx.draw:
-        section.add(FigureItem("sharpness_vs_gap", _figure(ctx, runs, probes, gaps, corr),
+        section.add(FigureItem("sharpness_vs_gap", _figure(ctx, runs, probes, gaps),
                                "Each probe (x) against each generalisation gap (y), one point "
-                               "per run, coloured by method; τ and p in each panel title."))
+                               "per run, coloured by method; τ within each method is in the "
+                               "table (the cloud of all methods together is not a test)."))
     return section
 
 
-def _figure(ctx: Context, runs, probes, gaps, corr):
+def _verdict(corr: dict, adjusted: dict, methods: list[str], runs: pd.DataFrame) -> str:
+    """Plain words: which τ, if any, is distinguishable from 0."""
+    tested = {k: c for k, c in corr.items() if math.isfinite(c.tau)}
+    if not tested:
+        counts = ", ".join(f"{m} {int((runs['method'] == m).sum())}" for m in methods)
+        return (f"No τ can be computed: each method has fewer than {MIN_N} runs with probes "
+                f"({counts}). Sharpness and generalisation cannot be related within a "
+                "method here, and pooling methods would not answer the question.")
+    found = [f"{m}: {label(p)} vs {GAPS[g]} (τ {c.tau:+.2f}, Holm p {adjusted[m, p, g]:.2g})"
+             for (m, p, g), c in tested.items() if adjusted[m, p, g] < ALPHA]
+    if not found:
+        return (f"Every τ that could be computed (from {MIN_N} runs of a method) is "
+                f"indistinguishable from 0 (no {HOLM}-adjusted p below {ALPHA}): "
+                "these runs give no evidence that sharpness predicts the generalisation gap "
+                "within a method.")
+    return "τ distinguishable from 0 after correction: " + "; ".join(found) + "."
+
+
+def _figure(ctx: Context, runs, probes, gaps):
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     fig = style.new_figure()
@@ -88,9 +134,6 @@ def _figure(ctx: Context, runs, probes, gaps, corr):
                 if len(group):
                     ax.scatter(ctx.data.column(group, p), ctx.data.column(group, g), s=16,
                                color=ctx.colors[method], label=method)
-            c = corr[p, g]
-            tau = "τ n/a" if not math.isfinite(c.tau) else f"τ={c.tau:+.2f}, p={c.p:.2g}"
-            ax.set_title(tau, fontsize=8)
             ax.xaxis.set_major_locator(MaxNLocator(3))
             # no shared "1e-5" offset: it would collide with the axis label
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))

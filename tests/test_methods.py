@@ -97,3 +97,48 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
         f.write(b"whole")
     assert target.read_bytes() == b"whole" and list(target.parent.iterdir()) == [target]
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_equal_compute_control_and_budget_in_passes(home, tiny_study_dict):
+    """adamw-2x trains twice the epochs of the study; every run records its budget in
+    forward/backward passes (steps × passes per step), and train time leaves out validation."""
+    from harness.experiment.trial import TrialSpec, method_hparams, run_trial
+    from harness.tracking import schema
+    from harness.tracking.store import get_experiment_id, tracking_client
+
+    tiny_study_dict["methods"] = {"adamw": {}, "adamw-2x": {}, "asam": {}}
+    cfg = study_from_dict(tiny_study_dict)
+    client = tracking_client()
+    experiment = get_experiment_id(client, "budget")
+    steps, passes = {}, {}
+    for method in cfg.methods:
+        ids = []
+        run_trial(cfg, TrialSpec(method, method_hparams(cfg, method), 0, "single"), client,
+                  experiment, on_run_created=ids.append, progress=False)
+        steps[method] = len(client.get_metric_history(ids[0], schema.TRAIN_LOSS))
+        metrics = client.get_run(ids[0]).data.metrics
+        passes[method] = metrics[schema.COST_PASSES]
+        assert metrics[schema.COST_VALIDATION] > 0
+    assert steps["adamw-2x"] == 2 * steps["adamw"] and steps["asam"] == steps["adamw"]
+    assert passes == {"adamw": steps["adamw"], "adamw-2x": 2 * steps["adamw"],
+                      "asam": 2 * steps["adamw"]}
+
+
+def test_training_time_leaves_validation_out():
+    import time
+
+    from harness.data import synthetic_split
+    from harness.model import build_model
+    from harness.train.loop import train
+
+    data = synthetic_split("shapes", "train", 4, 32, 0, 2, None)
+
+    def slow_validation(model):
+        time.sleep(0.3)
+        return {"val/miou": 0.0}
+
+    start = time.perf_counter()
+    result = train(build_model("tiny-32"), data, "adamw", get_method("adamw").defaults(),
+                   epochs=2, batch_size=4, seed=0, validate=slow_validation, progress=False)
+    wall = time.perf_counter() - start
+    assert result.validation_seconds >= 0.6 and result.seconds <= wall - 0.6

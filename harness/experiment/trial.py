@@ -33,7 +33,7 @@ from harness.experiment.base import starting_weights
 from harness.experiment.costs import PeakMemory
 from harness.home import cache_dir
 from harness.model import build_model, count_parameters, resolve_device, torch_threads
-from harness.optim import Hparams
+from harness.optim import Hparams, get_method
 from harness.probes.suite import probe_batches, run_probes
 from harness.tracking import schema
 from harness.tracking.mlflow_log import MetricBuffer, log_file, log_metrics, log_params
@@ -140,7 +140,8 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
         with PeakMemory(device) as memory:
             result = train(
                 model, splits["train"], spec.method, spec.hparams,
-                epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, seed=spec.seed,
+                epochs=get_method(spec.method).epochs(cfg.train.epochs),
+                batch_size=cfg.train.batch_size, seed=spec.seed,
                 warmup_steps=cfg.train.warmup_steps, box_jitter=cfg.train.box_jitter,
                 grad_clip=cfg.train.grad_clip, log=curves, validate=validate, progress=progress,
                 min_loss_drop=cfg.train.min_loss_drop, point_prompts=cfg.train.point_prompts,
@@ -152,6 +153,8 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
     summary = {
         schema.COST_TRAIN: result.seconds,
         schema.COST_STEP: result.seconds / max(1, result.steps),
+        schema.COST_PASSES: get_method(spec.method).budget(result.steps),
+        schema.COST_VALIDATION: result.validation_seconds,
         schema.COST_MEMORY: memory.peak_mb,
         schema.TRAIN_FINAL_LOSS: result.final_loss,
         **clean_metrics(cfg, model, splits, client, run_id),

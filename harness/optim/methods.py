@@ -84,6 +84,16 @@ class Method:
     hparams: type[Hparams]
     tunable: tuple[str, ...]  # keys a study's `search:` may name
     passes: int = 1  # forward/backward passes per step: the expected cost ratio to AdamW
+    # epochs relative to the study's train.epochs: 2 makes an AdamW control with the same
+    # forward/backward budget as a two-pass method
+    epochs_factor: float = 1.0
+
+    def epochs(self, study_epochs: int) -> int:
+        return max(1, round(study_epochs * self.epochs_factor))
+
+    def budget(self, steps: int) -> int:
+        """Forward/backward passes that `steps` optimizer steps cost."""
+        return steps * self.passes
 
     @property
     def sharpness_aware(self) -> bool:
@@ -116,6 +126,8 @@ def hparam_names(cls: type[Hparams]) -> tuple[str, ...]:
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("adamw", "AdamW", "#0072b2", torch.optim.AdamW, Hparams, ("lr", "weight_decay")),
+    Method("adamw-2x", "AdamW ×2 epochs", "#56b4e9", torch.optim.AdamW, Hparams,
+           ("lr", "weight_decay"), epochs_factor=2.0),
     Method("sam", "SAM", "#009e73", SAM, SAMHparams, ("lr", "weight_decay", "rho"), passes=2),
     Method("asam", "ASAM", "#d55e00", ASAM, ASAMHparams,
            ("lr", "weight_decay", "rho", "eta"), passes=2),

@@ -10,6 +10,7 @@ from harness.report import style
 from harness.report.document import FigureItem, Section, Table
 from harness.report.loaders import optuna_trials
 from harness.report.sections.base import Context, new_section
+from harness.tracking import schema
 from harness.tracking.schema import PHASE_TUNE
 
 TITLE = "Tuning"
@@ -75,16 +76,22 @@ def build(ctx: Context) -> Section:
         states = mine["state"].value_counts()
         hparams, value, number = _chosen(trials, m)
         seconds = (mine["complete"] - mine["start"]).dt.total_seconds().sum()
+        runs = ctx.data.runs[(ctx.data.runs["method"] == m)
+                             & (ctx.data.runs["phase"] == PHASE_TUNE)]
+        passes = float(ctx.data.column(runs, schema.COST_PASSES).sum())
         row = {"method": m, "best_trial": number, "best_val_miou": value,
                "complete": int(states.get("COMPLETE", 0)),
                "diverged": int(states.get("PRUNED", 0)), "failed": int(states.get("FAIL", 0)),
-               "tuning_seconds": seconds, **{f"hp.{k}": v for k, v in hparams.items()}}
+               "tuning_seconds": seconds, "tuning_passes": passes,
+               **{f"hp.{k}": v for k, v in hparams.items()}}
         rows.append(row)
         shown.append({"method": m, "best trial": "–" if number is None else str(number),
                       "best val mIoU": "–" if number is None else f"{value:.4f}",
                       "trials ok / diverged / failed":
                           f"{row['complete']}/{row['diverged']}/{row['failed']}",
                       "tuning time (s)": f"{seconds:.3g}",
+                      # equal trials are not equal compute when a step costs two passes
+                      "forward–backward passes": f"{passes:.3g}" if passes else "–",
                       "chosen hyperparameters": _fmt(hparams) if hparams else
                       "none (every trial diverged)"})
     section.add(Table("tuning", pd.DataFrame(rows), pd.DataFrame(shown),

@@ -77,6 +77,8 @@ def test_every_probe_reports_its_metrics_and_costs(report):
         "probe/loss", "probe/sharpness", "probe/asam_sharpness",
         "probe/avg_sharpness", "probe/avg_sharpness_stderr",
         "probe/hessian_eig1", "probe/hessian_eig2",
+        "probe/hessian_eig1_residual", "probe/hessian_eig2_residual",
+        "probe/hessian_lanczos/converged", "probe/hessian_lanczos/iterations",
         "probe/hessian_trace", "probe/hessian_trace_stderr",
         "probe/landscape_1d/max_rise",
     } | costs(*PROBES)
@@ -116,6 +118,9 @@ def test_metrics_are_the_probes_own_numbers(model, batches, report):
     assert (m["probe/avg_sharpness"], m["probe/avg_sharpness_stderr"]) == (
         average.mean, average.stderr)
     assert (m["probe/hessian_eig1"], m["probe/hessian_eig2"]) == eigen.eigenvalues
+    assert (m["probe/hessian_eig1_residual"], m["probe/hessian_eig2_residual"]) == \
+        eigen.residuals
+    assert m["probe/hessian_lanczos/converged"] == float(eigen.converged)
     assert (m["probe/hessian_trace"], m["probe/hessian_trace_stderr"]) == (
         trace.trace, trace.stderr)
     assert m["probe/landscape_1d/max_rise"] == line.losses.max() - line.center_loss

@@ -149,8 +149,16 @@ def _metric(key: str, field: str, stderr: bool = False) -> Callable[[Any], Outpu
 
 
 def _eigenvalue_outputs(result: Any) -> Outputs:
-    # Numbered from 1 and descending, as EigenResult orders them: eig1 is the sharpest.
-    return {schema.probe_eig_metric(i): v for i, v in enumerate(result.eigenvalues, 1)}, {}, {}
+    # Numbered from 1 and descending, as EigenResult orders them: eig1 is the sharpest. Each
+    # comes with its Lanczos residual bound and whether the iteration converged: a λ₁ from
+    # too few iterations is a lower bound, not an eigenvalue, and must be readable as such.
+    metrics = {}
+    for i, (value, residual) in enumerate(zip(result.eigenvalues, result.residuals), 1):
+        metrics[schema.probe_eig_metric(i)] = value
+        metrics[schema.probe_eig_metric(i) + "_residual"] = residual
+    metrics[schema.PROBE_LANCZOS_CONVERGED] = float(result.converged)
+    metrics[schema.PROBE_LANCZOS_ITERATIONS] = float(result.iterations)
+    return metrics, {}, {}
 
 
 def _landscape_1d_outputs(result: Landscape1D) -> Outputs:

@@ -151,6 +151,8 @@ PROBE_ASAM_SHARPNESS = probe_metric("asam_sharpness")
 PROBE_AVG_SHARPNESS = probe_metric("avg_sharpness")
 PROBE_HESSIAN_TRACE = probe_metric("hessian_trace")
 PROBE_LANDSCAPE_RISE = probe_metric("landscape_1d/max_rise")
+PROBE_LANCZOS_CONVERGED = probe_metric("hessian_lanczos/converged")  # 1.0 or 0.0
+PROBE_LANCZOS_ITERATIONS = probe_metric("hessian_lanczos/iterations")
 
 
 def probe_eig_metric(index: int) -> str:

@@ -20,6 +20,8 @@ GAPS = {schema.GAP_TRAIN_TEST: "train − test mIoU",
         schema.GAP_CLEAN_SHIFT: "clean − shifted mIoU"}
 CONTROL = schema.TEST_MIOU  # a better model may be both flatter and less brittle
 PROBE_PREFIX = schema.PROBE_PREFIX
+# how a probe ran, not what it measured
+DIAGNOSTICS = (schema.PROBE_LANCZOS_CONVERGED, schema.PROBE_LANCZOS_ITERATIONS)
 # Adaptive (scale-invariant) sharpness first: plain ρ-ball sharpness and curvature change under
 # reparametrisations that leave the function unchanged (Dinh et al. 2017; Kwon et al. 2021).
 PROBE_NAMES = {schema.PROBE_ASAM_SHARPNESS: "adaptive sharpness",
@@ -31,7 +33,8 @@ PROBE_NAMES = {schema.PROBE_ASAM_SHARPNESS: "adaptive sharpness",
 
 def _probes(runs: pd.DataFrame) -> list[str]:
     names = [n for n in recorded_metrics(runs)
-             if n.startswith(PROBE_PREFIX) and not n.endswith("_stderr")]
+             if n.startswith(PROBE_PREFIX) and not n.endswith(("_stderr", "_residual"))
+             and n not in DIAGNOSTICS]
     known = list(PROBE_NAMES)
     return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
 

@@ -130,6 +130,9 @@ class TrainConfig:
     # Stop a run as collapsed when an epoch (from the 2nd) ends with a mean loss not at least
     # this fraction below the first steps' loss; None: only NaN/inf losses stop a run.
     min_loss_drop: float | None = None
+    # ... and as collapsed when validation mIoU (from the 2nd epoch) stays below this: the
+    # run never left the "predict nothing" plateau (a finite loss does not show that)
+    min_val_miou: float | None = None
     # layer-wise lr decay over encoder blocks (block i of L: lr·decay^(L−i)); None: off
     layer_decay: float | None = None
 
@@ -139,6 +142,8 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 fail(f"train.{key}", "must be ≥ 1")
+        if self.min_val_miou is not None and not 0 < self.min_val_miou < 1:
+            fail("train.min_val_miou", "must be a fraction between 0 and 1 (or null)")
         if not 0 <= self.point_prompts <= 1:
             fail("train.point_prompts", "must be a fraction between 0 and 1")
         if self.max_points < 1:

@@ -148,3 +148,22 @@ def test_point_prompts_mix_clicks_into_training(dataset):
           grad_clip=1.0, log=lambda step, m: losses_b.append(m["train/loss"]), progress=False,
           point_prompts=0.0)
     assert losses_a == losses_b
+
+
+def test_a_run_that_never_leaves_the_plateau_is_flagged(dataset):
+    from harness.evaluate.segment import evaluate_dataset
+    from harness.train.loop import TrainingCollapsed
+
+    scores = []
+
+    def validate(model):
+        scores.append(evaluate_dataset(model, dataset, boundary=False)["miou"])
+        return {"val/miou": scores[-1]}
+
+    torch.manual_seed(0)
+    model = build_model("tiny-32")
+    with pytest.raises(TrainingCollapsed, match=r"did not escape.*after epoch 2"):
+        train(model, dataset, "adamw", hp("adamw", {"lr": 0.0, "weight_decay": 0.0}),
+              epochs=3, batch_size=4, seed=0, progress=False, validate=validate,
+              min_val_miou=0.99)
+    assert len(scores) == 2  # checked from the 2nd epoch on, as the loss-drop check is

@@ -146,6 +146,7 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
                 grad_clip=cfg.train.grad_clip, log=curves, validate=validate, progress=progress,
                 min_loss_drop=cfg.train.min_loss_drop, point_prompts=cfg.train.point_prompts,
                 max_points=cfg.train.max_points, layer_decay=cfg.train.layer_decay,
+                min_val_miou=cfg.train.min_val_miou,
             )
     finally:
         curves.flush()  # the curve up to a divergence is the evidence for it

@@ -74,6 +74,7 @@ def train(
     point_prompts: float = 0.0,
     max_points: int = 3,
     layer_decay: float | None = None,
+    min_val_miou: float | None = None,
 ) -> TrainResult:
     """Train `model` in place on `dataset` with optimizer `method`.
 
@@ -86,7 +87,9 @@ def train(
     With `min_loss_drop` (a fraction), every epoch from the second on must end with a mean
     loss at least that fraction below the mean of the first steps' losses; otherwise training
     has collapsed (as SAM/ASAM do at too large a ρ: the loss settles where it started, on
-    predicting nothing) and :class:`TrainingDiverged` says so.
+    predicting nothing) and :class:`TrainingCollapsed` says so. With `min_val_miou`, every
+    validation from the second epoch on must reach it, or the run did not escape that
+    plateau (:class:`TrainingCollapsed` too).
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -148,10 +151,21 @@ def train(
             result.val_history.append({"epoch": epoch + 1, "step": result.steps, **metrics})
             if log is not None:
                 log(result.steps, {**metrics, "train/epoch": epoch + 1})
+            if min_val_miou is not None and epoch >= min(1, epochs - 1):
+                _check_escape(metrics, epoch, min_val_miou, result.steps)
     bar.close()
     result.seconds = time.perf_counter() - start - validation_seconds
     result.validation_seconds = validation_seconds
     return result
+
+
+def _check_escape(metrics: dict, epoch: int, floor: float, step: int) -> None:
+    # A run stuck on "predict nothing" has a finite, even falling loss: only the validation
+    # score shows it never left that plateau.
+    value = metrics.get("val/miou")
+    if value is not None and value < floor:
+        raise TrainingCollapsed(f"collapsed: did not escape, validation mIoU {value:.4f} after "
+                                f"epoch {epoch + 1} is below {floor:g} (step {step})")
 
 
 def _check_collapse(losses: list[float], epoch_start: int, epoch: int, drop: float) -> None:

@@ -208,6 +208,8 @@ class TuningConfig:
     sampler: str = "tpe"
     trials_per_method: int = 2
     seed: int = 0  # the training seed of every tuning trial (kept out of the search space)
+    # several training seeds per tuning trial (objective: the median val mIoU); [] = [seed]
+    seeds: list[int] = field(default_factory=list)
     sampler_seed: int = 0
     n_startup_trials: int = 4
     multivariate: bool = False
@@ -216,6 +218,8 @@ class TuningConfig:
     def validate(self, fail: Fail) -> None:
         if self.trials_per_method < 1:
             fail("tuning.trials_per_method", "must be ≥ 1")
+        if len(set(self.seeds)) != len(self.seeds):
+            fail("tuning.seeds", "must be distinct seeds")
         if self.sampler not in SAMPLERS:
             fail("tuning.sampler", f"is {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
 

@@ -226,3 +226,20 @@ def test_eval_and_probe_on_demand_log_into_the_run(home, tiny_study_dict):
     assert bad.exit_code == 2 and "rain" in bad.output
     missing = CliRunner().invoke(cli, ["probe", "0" * 32])
     assert missing.exit_code == 2 and "0" * 32 in missing.output
+
+
+def test_tuning_over_several_seeds_scores_the_median(home, tiny_study_dict):
+    tiny_study_dict["methods"].pop("asam")
+    tiny_study_dict["tuning"].update(trials_per_method=1, seeds=[0, 1, 2])
+    tiny_study_dict["final_seeds"] = [1]
+    tiny_study_dict["evaluate"] = {"priors": []}
+    cfg = study_from_dict(tiny_study_dict)
+    run_study(cfg, progress=False)
+    (trial,) = optuna.load_study(study_name=optuna_name(cfg, "tune", "adamw"),
+                                 storage=default_storage_url()).trials
+    client = MlflowClient(default_tracking_uri())
+    runs = [client.get_run(i) for i in trial.user_attrs["mlflow_run_ids"]]
+    assert [int(r.data.tags["harness.seed"]) for r in runs] == [0, 1, 2]
+    values = sorted(r.data.metrics["val/miou"] for r in runs)
+    assert trial.value == values[1] and trial.user_attrs["seeds"] == [0, 1, 2]
+    assert trial.user_attrs["mlflow_run_id"] == runs[0].info.run_id

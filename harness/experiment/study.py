@@ -23,6 +23,7 @@ trials are skipped.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import threading
 import time
 import warnings
@@ -103,7 +104,7 @@ def _run(ctx: StudyContext, trial: optuna.Trial, method: str, phase: str, seed: 
     try:
         metrics = run_trial(
             ctx.cfg, spec, ctx.client, ctx.experiment_id, ctx.parent_run_id,
-            on_run_created=lambda rid: trial.set_user_attr(schema.ATTR_RUN_ID, rid),
+            on_run_created=lambda rid: _record_run(trial, rid),
             progress=ctx.progress,
         )
     except TrainingDiverged as exc:
@@ -118,13 +119,31 @@ def _run(ctx: StudyContext, trial: optuna.Trial, method: str, phase: str, seed: 
     return metrics[schema.VAL_MIOU]
 
 
+def _record_run(trial: optuna.Trial, run_id: str) -> None:
+    """The trial's first MLflow run is its run; a multi-seed tuning trial lists them all."""
+    if schema.ATTR_RUN_ID not in trial.user_attrs:
+        trial.set_user_attr(schema.ATTR_RUN_ID, run_id)
+    trial.set_user_attr(schema.ATTR_RUN_IDS,
+                        [*trial.user_attrs.get(schema.ATTR_RUN_IDS, []), run_id])
+
+
 def _tune_objective(ctx: StudyContext, method: str, bar: tqdm) -> Callable:
     def objective(trial: optuna.Trial) -> float:
-        seed, hparams = ctx.cfg.tuning.seed, _suggest(trial, ctx.cfg, method)
-        trial.set_user_attr(schema.ATTR_SEED, seed)
+        seeds = tuning_seeds(ctx.cfg)
+        hparams = _suggest(trial, ctx.cfg, method)
+        trial.set_user_attr(schema.ATTR_SEED, seeds[0])
+        trial.set_user_attr(schema.ATTR_SEEDS, seeds)
         trial.set_user_attr(schema.ATTR_HPARAMS, hparams.as_dict())
-        return _run(ctx, trial, method, schema.PHASE_TUNE, seed, hparams, bar)
+        # the median over seeds: one lucky or unlucky initialisation does not pick the config
+        return statistics.median(_run(ctx, trial, method, schema.PHASE_TUNE, seed, hparams, bar)
+                                 for seed in seeds)
     return objective
+
+
+def tuning_seeds(cfg: StudyConfig) -> list[int]:
+    """The training seeds each tuning trial is scored over (``tuning.seeds``, else
+    ``tuning.seed`` alone)."""
+    return list(cfg.tuning.seeds) or [cfg.tuning.seed]
 
 
 def _count(study: optuna.Study, states=DONE) -> int:
@@ -355,8 +374,8 @@ def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: st
     experiment_id = get_experiment_id(client, cfg.name)
     ctx = StudyContext(cfg, optuna_storage(storage_url), client, experiment_id,
                        _parent_run(client, experiment_id, cfg), progress)
-    total = (len(cfg.methods) * (cfg.tuning.trials_per_method + len(cfg.final_seeds))
-             + len(cfg.ensembles))
+    total = (len(cfg.methods) * (cfg.tuning.trials_per_method * len(tuning_seeds(cfg))
+                                 + len(cfg.final_seeds)) + len(cfg.ensembles))
     bar = tqdm(total=total, desc=f"study {study_key(cfg)}", disable=not progress)
     try:
         starting_weights(cfg, client, progress)  # a base is built once, before any trial

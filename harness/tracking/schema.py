@@ -60,6 +60,8 @@ def metric_column(metric: str) -> str:
 # user attrs of trials
 ATTR_RUN_ID = "mlflow_run_id"
 ATTR_SEED = "seed"
+ATTR_SEEDS = "seeds"  # a tuning trial's training seeds (its objective is their median)
+ATTR_RUN_IDS = "mlflow_run_ids"  # every MLflow run of a trial, in seed order
 ATTR_HPARAMS = "hparams"
 ATTR_FAIL_REASON = "fail_reason"
 # user attrs of the final phase's Optuna study

@@ -27,11 +27,18 @@ TRACKING_HELP = "MLflow tracking URI. Default: sqlite:///$HARNESS_HOME/mlflow.db
 
 class HarnessGroup(click.Group):
     def invoke(self, ctx):
+        from harness import interrupt
+
         try:
             return super().invoke(ctx)
         except HarnessError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            # the records were closed on the way out (runs KILLED, trials FAIL)
+            click.echo("interrupted: finished work is kept; run the same command to resume",
+                       err=True)
+            sys.exit(interrupt.exit_code())
 
 
 @click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})

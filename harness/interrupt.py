@@ -13,17 +13,31 @@ import signal
 import threading
 
 _requested = threading.Event()
+_signal: list[int] = []  # the signal that asked to stop
+
+# SIGTERM is how `timeout`, a container stop or a batch scheduler asks a job to end: it must
+# close its records exactly as Ctrl+C does, not die with trials, runs and the study RUNNING.
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _handler(signum, frame) -> None:
     _requested.set()
+    _signal[:] = [signum]
     raise KeyboardInterrupt
 
 
 def install() -> None:
-    """Use the remembering handler for SIGINT (main thread only, as signals require)."""
+    """Use the remembering handler for SIGINT and SIGTERM (main thread only, as signals
+    require)."""
     _requested.clear()
-    signal.signal(signal.SIGINT, _handler)
+    _signal.clear()
+    for signum in SIGNALS:
+        signal.signal(signum, _handler)
+
+
+def exit_code() -> int:
+    """The shell's code for the signal that stopped us (130 for SIGINT, 143 for SIGTERM)."""
+    return 128 + (_signal[0] if _signal else signal.SIGINT)
 
 
 def check() -> None:

@@ -124,8 +124,10 @@ def test_diverged_trials_are_recorded_and_the_study_goes_on(home, tiny_study_dic
     assert "diverged" in parent.data.tags["harness.no_final.adamw"]
 
 
-def test_interrupted_study_resumes(home, tiny_study_dict, tmp_path):
-    """Ctrl+C in the middle of a study: finished trials survive, the rest are redone."""
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_study_resumes(home, tiny_study_dict, tmp_path, signum, code):
+    """Ctrl+C (or SIGTERM from `timeout`, a container stop, a scheduler) in the middle of a
+    study: records are closed, finished trials survive, the rest are redone."""
     tiny_study_dict["tuning"]["trials_per_method"] = 3
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_study_dict))
@@ -147,9 +149,22 @@ def test_interrupted_study_resumes(home, tiny_study_dict, tmp_path):
             break
         time.sleep(0.2)
     assert completed, proc.communicate()[0].decode()[-2000:]
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out = proc.communicate(timeout=60)[0].decode()
-    assert proc.returncode != 0, out
+    assert proc.returncode == code, out
+    assert "Traceback" not in out and "run the same command to resume" in out
+    storage = default_storage_url()
+    for phase in ("tune", "final"):
+        for method in cfg.methods:
+            try:
+                left = optuna.load_study(study_name=optuna_name(cfg, phase, method),
+                                         storage=storage).get_trials(
+                    states=(TrialState.RUNNING,))
+            except KeyError:
+                continue
+            assert not left, f"{phase}/{method} left a RUNNING trial"
+    _, runs = _runs("tiny")
+    assert not [r for r in runs if r.info.status == "RUNNING"]  # parent included
 
     kept = {t.number: t.params for t in completed}
     summary = run_study(cfg, progress=False)

@@ -369,7 +369,8 @@ def _parent_run(client, experiment_id: str, cfg: StudyConfig) -> str:
 def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: str | None = None,
               progress: bool = True) -> dict:
     """Run (or resume) the whole study; returns a summary {method: {phase: n_done}}."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # the harness reports every trial itself; Optuna would add a traceback for an interrupt
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     client = tracking_client(tracking_uri)
     experiment_id = get_experiment_id(client, cfg.name)
     ctx = StudyContext(cfg, optuna_storage(storage_url), client, experiment_id,

@@ -84,9 +84,10 @@ def run_trial(
     tags[schema.RUN_NAME] = f"{spec.method}-{spec.phase}{number}-seed{spec.seed}"
     run = client.create_run(experiment_id, tags=tags)
     run_id = run.info.run_id
-    if on_run_created is not None:
-        on_run_created(run_id)
+    # from here on an interrupt, wherever it lands, closes the run
     with recorded_outcome(client, run_id), torch_threads(cfg.train.threads):
+        if on_run_created is not None:
+            on_run_created(run_id)
         return _execute(cfg, spec, client, run_id, progress,
                         starting_weights(cfg, client, progress))
 

@@ -127,6 +127,10 @@ def _print_status(summary: dict) -> None:
             click.echo(f"{method:<{width}} {phase:<6} {text or '-'}")
 
 
+def _option_type(kind):
+    return {"int": int, "bool": click.BOOL}.get(getattr(kind, "__name__", kind), float)
+
+
 def _hparam_options(command):
     """--<key> options for every hyper-parameter of any registered method (help from the
     method table), so a new method's settings reach `harness train` without editing here."""
@@ -140,7 +144,7 @@ def _hparam_options(command):
     for name, (kind, doc, users) in reversed(seen.items()):
         applies = "" if len(users) == len(METHODS) else f" ({', '.join(users)})"
         option = click.option(f"--{name.replace('_', '-')}", name,
-                              type=int if kind in (int, "int") else float,
+                              type=_option_type(kind),
                               help=f"{doc}{applies}; default: the study's.")
         command = option(command)
     return command

@@ -142,3 +142,14 @@ def test_training_time_leaves_validation_out():
                    epochs=2, batch_size=4, seed=0, validate=slow_validation, progress=False)
     wall = time.perf_counter() - start
     assert result.validation_seconds >= 0.6 and result.seconds <= wall - 0.6
+
+
+def test_asam_scales_weight_matrices_only_when_asked(tiny_study_dict):
+    tiny_study_dict["methods"] = {"asam": {"adaptive_1d": False}}
+    hparams = hparams_of(study_from_dict(tiny_study_dict).methods["asam"])
+    assert hparams.adaptive_1d is False and get_method("asam").defaults().adaptive_1d is True
+    opt = get_method("asam").build(torch.nn.Linear(3, 2).parameters(), hparams)
+    assert opt.param_groups[0]["adaptive_1d"] is False
+    tiny_study_dict["methods"] = {"asam": {"adaptive_1d": "weights"}}
+    with pytest.raises(HarnessError, match="'methods.asam.adaptive_1d'"):
+        study_from_dict(tiny_study_dict)

@@ -61,6 +61,10 @@ class SAMHparams(Hparams):
 class ASAMHparams(SAMHparams):
     rho: float = _bound(0.5, 0.0, doc="Neighbourhood radius ρ (relative to |w|)")
     eta: float = _bound(0.01, 0.0, doc="ASAM's η in T = |w| + η")
+    # The paper's T covers every parameter; the reference implementation scales weight
+    # matrices only (biases and norm gains keep T = 1). Recorded as a param either way.
+    adaptive_1d: bool = field(default=True, metadata={
+        "doc": "ASAM: T = |w| + η on 1-D parameters too (false: weight matrices only)"})
 
 
 @dataclass

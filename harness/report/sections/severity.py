@@ -50,6 +50,13 @@ def build(ctx: Context) -> Section:
         f"Severity 0 is the clean mIoU on the shift suite's images; severity k is the mean over "
         f"the {len(ctx.corruptions())} corruptions evaluated ({', '.join(ctx.corruptions())}). "
         "Lines are means over final seeds, bands their 95 % Student-t CI (none below 3 seeds).")
+    size = (ctx.data.config.get("data") or {}).get("image_size")
+    # a blur radius or a zoom factor means something else on a 64-px image than on 224 px
+    section.say("Corruption parameters are ImageNet-C's, calibrated for 224-px images "
+                "(the imagecorruptions package) and not rescaled"
+                + (f": on these {size}-px images, pixel-sized effects (blur radii, glass-blur "
+                   "displacements, motion length) are relatively stronger" if size and size < 224
+                   else (f" for these {size}-px images" if size else "")) + ".")
     for sentence in ctx.failed_sentences():
         section.say(sentence)
     section.add(Table("miou_by_severity", pd.DataFrame(rows), pd.DataFrame(shown),

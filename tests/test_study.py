@@ -258,3 +258,34 @@ def test_tuning_over_several_seeds_scores_the_median(home, tiny_study_dict):
     values = sorted(r.data.metrics["val/miou"] for r in runs)
     assert trial.value == values[1] and trial.user_attrs["seeds"] == [0, 1, 2]
     assert trial.user_attrs["mlflow_run_id"] == runs[0].info.run_id
+
+
+def test_wrong_checkpoint_is_refused_before_anything_is_recorded(home, tiny_study_dict, tmp_path):
+    import torch
+
+    bad = tmp_path / "other.pt"
+    torch.save(build_model("tiny-64").state_dict(), bad)  # another architecture's weights
+    tiny_study_dict["model"]["checkpoint"] = str(bad)
+    with pytest.raises(HarnessError, match="other.pt"):
+        run_study(study_from_dict(tiny_study_dict), progress=False)
+    assert not (home / "mlflow.db").exists() and not (home / "optuna.db").exists()
+
+
+def test_workers_started_together_on_a_new_home_all_run(home, tiny_study_dict, tmp_path):
+    """MLflow creates and migrates a new SQLite store on first use; three workers started at
+    once on a fresh HARNESS_HOME must not race that (they used to die with tracebacks)."""
+    tiny_study_dict["methods"].pop("asam")
+    tiny_study_dict["tuning"]["trials_per_method"] = 1
+    tiny_study_dict["final_seeds"] = [1, 2, 3]
+    tiny_study_dict["evaluate"] = {"priors": []}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_study_dict))
+    storage = f"journal://{tmp_path / 'optuna.log'}"
+    env = {**os.environ, "HARNESS_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "harness.cli", "study", "run", str(path), "--storage",
+               storage, "--quiet"]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) for _ in range(3)]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert not any("Traceback" in out for out in outputs)

@@ -42,6 +42,7 @@ from harness.experiment.base import starting_weights
 from harness.experiment.ensemble import run_ensemble
 from harness.experiment.reference import reference_names, reference_runs
 from harness.experiment.trial import TrialSpec, method_hparams, run_trial, study_tags
+from harness.model import build_model
 from harness.optim import Hparams, get_method
 from harness.tracking import schema
 from harness.tracking.mlflow_log import flatten, log_metrics, log_params, runs_with_tags
@@ -371,6 +372,10 @@ def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: st
     """Run (or resume) the whole study; returns a summary {method: {phase: n_done}}."""
     # the harness reports every trial itself; Optuna would add a traceback for an interrupt
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if cfg.model.checkpoint is not None:
+        # a wrong or missing checkpoint is the user's to fix before anything is recorded
+        build_model(cfg.model.preset, cfg.model.checkpoint, cfg.model.trainable,
+                    cfg.model.lora_spec())
     client = tracking_client(tracking_uri)
     experiment_id = get_experiment_id(client, cfg.name)
     ctx = StudyContext(cfg, optuna_storage(storage_url), client, experiment_id,

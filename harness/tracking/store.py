@@ -7,6 +7,7 @@ goes through an explicit client for its URI: nothing here sets process-wide trac
 
 from __future__ import annotations
 
+import fcntl
 import warnings
 from pathlib import Path
 
@@ -59,9 +60,18 @@ def optuna_storage(url: str | None = None) -> optuna.storages.BaseStorage:
 
 
 def tracking_client(uri: str | None = None) -> MlflowClient:
+    """A client for `uri`. A local SQLite store is created (schema and migrations) under a
+    file lock, so workers started together do not race MLflow's migrations on a new file."""
     uri = uri or default_tracking_uri()
     _ensure_parent(uri)
-    return MlflowClient(tracking_uri=uri)
+    path = local_file(uri)
+    if path is None or not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # opens the store: creates / migrates it
+    return client
 
 
 def get_experiment_id(client: MlflowClient, name: str) -> str:

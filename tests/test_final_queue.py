@@ -19,13 +19,8 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from harness.config import study_from_dict
-from harness.experiment.study import (
-    StudyContext,
-    _claim,
-    _final_study,
-    optuna_name,
-    run_study,
-)
+from harness.experiment.queue import claim, fail_stale, queued_study, run_queued
+from harness.experiment.study import optuna_name, run_study
 from harness.optim import get_method
 from harness.tracking import schema
 from harness.tracking.store import default_tracking_uri
@@ -56,27 +51,60 @@ def _together(n: int, work) -> list:
     return results
 
 
-def test_workers_starting_together_queue_each_seed_once(tmp_path, tiny_study_dict):
-    tiny_study_dict["final_seeds"] = [1, 2, 3, 4, 5]
-    cfg = study_from_dict(tiny_study_dict)
+def _slots(seeds, hparams):
+    return {seed: {schema.ATTR_SEED: seed, schema.ATTR_HPARAMS: hparams.as_dict()}
+            for seed in seeds}
+
+
+def test_workers_starting_together_queue_each_seed_once(tmp_path):
     log = str(tmp_path / "optuna.log")
     hparams = get_method("adamw").defaults(lr=2e-3)
 
-    def worker(i: int) -> None:
-        ctx = StudyContext(cfg, JournalStorage(JournalFileBackend(log)), None, "0", "parent")
-        _final_study(ctx, "adamw", hparams)
+    def worker(i: int, seeds=(1, 2, 3, 4, 5)) -> None:
+        queued_study(JournalStorage(JournalFileBackend(log)), "final", _slots(seeds, hparams))
 
     _together(4, worker)
-    study = optuna.load_study(study_name=optuna_name(cfg, "final", "adamw"),
+    study = optuna.load_study(study_name="final",
                               storage=JournalStorage(JournalFileBackend(log)))
     trials = study.get_trials()
     assert sorted(t.user_attrs[schema.ATTR_SEED] for t in trials) == [1, 2, 3, 4, 5]
     assert all(t.state == TrialState.WAITING for t in trials)
     assert all(t.user_attrs[schema.ATTR_HPARAMS] == hparams.as_dict() for t in trials)
     # a later worker with a seed added to the config queues only that seed
-    cfg.final_seeds = [1, 2, 3, 4, 5, 6]
-    worker(0)
+    worker(0, (1, 2, 3, 4, 5, 6))
     assert len(study.get_trials()) == 6
+
+
+def test_a_dead_workers_slot_is_freed_and_run_again(tmp_path):
+    """kill -9 leaves a RUNNING trial; on a journal file (no storage heartbeats) the worker's
+    own heartbeat attr going stale frees its slot, and it is queued and run once more."""
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "optuna.log")))
+    study = queued_study(storage, "tune", {0: {}, 1: {}})
+    dead = claim(storage, study)  # a worker claimed it, then died without a trace
+    assert fail_stale(storage, study, grace_s=60) == []  # still within its grace
+    assert fail_stale(storage, study, grace_s=-1) == [dead.number]
+    study = queued_study(storage, "tune", {0: {}, 1: {}})  # the next worker looks
+    assert run_queued(storage, study, lambda trial: 1.0) == 2
+    states = sorted(t.state.name for t in study.get_trials())
+    assert states == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert sorted(t.user_attrs[schema.ATTR_SLOT] for t in study.get_trials()
+                  if t.state == TrialState.COMPLETE) == [0, 1]
+
+
+def test_an_interrupted_slot_is_handed_back_once(tmp_path):
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "optuna.log")))
+    study = queued_study(storage, "final", {7: {schema.ATTR_SEED: 7}})
+
+    def interrupted(trial):
+        trial.set_user_attr(schema.ATTR_RUN_ID, "run-of-the-dead-trial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_queued(storage, study, interrupted)
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs[schema.ATTR_SEED] == 7
+    assert schema.ATTR_RUN_ID not in waiting[0].user_attrs  # inherits the slot, not the run
+    assert run_queued(storage, study, lambda trial: 0.5) == 1
 
 
 def test_each_queued_trial_is_claimed_by_one_worker(tmp_path):
@@ -89,7 +117,7 @@ def test_each_queued_trial_is_claimed_by_one_worker(tmp_path):
         storage = JournalStorage(JournalFileBackend(log))
         mine = optuna.load_study(study_name="q", storage=storage)
         claimed = []
-        while (trial := _claim(storage, mine)) is not None:
+        while (trial := claim(storage, mine)) is not None:
             claimed.append(trial.user_attrs["seed"])
             mine.tell(trial, 0.0)
         return claimed

@@ -289,3 +289,12 @@ def test_workers_started_together_on_a_new_home_all_run(home, tiny_study_dict, t
     outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
     assert not any("Traceback" in out for out in outputs)
+    # three workers, one budget: exactly one tuning trial and one run per final seed
+    cfg = study_from_dict(tiny_study_dict)
+    journal = optuna.storages.journal.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.log")))
+    tune = optuna.load_study(study_name=optuna_name(cfg, "tune", "adamw"), storage=journal)
+    final = optuna.load_study(study_name=optuna_name(cfg, "final", "adamw"), storage=journal)
+    assert [t.state for t in tune.trials] == [TrialState.COMPLETE]
+    assert sorted(t.user_attrs["seed"] for t in final.trials) == [1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in final.trials)

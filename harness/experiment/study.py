@@ -3,17 +3,18 @@
 Protocol
 --------
 - phase `tune`: for each method its own Optuna study `<key>/tune/<method>` (TPE over that
-  method's search space, objective = clean *validation* mIoU). Every method gets exactly
-  `tuning.trials_per_method` finished trials (COMPLETE, or PRUNED when training diverged — a
-  divergence is a result and uses budget). Trials that crashed or were interrupted are FAIL
-  and are redone on the next run.
+  method's search space, objective = clean *validation* mIoU, the median over
+  `tuning.seeds`). Every method gets exactly `tuning.trials_per_method` finished trials
+  (COMPLETE, or PRUNED when training diverged — a divergence is a result and uses budget),
+  however many workers share the study.
 - phase `final`: for each method, its best tuned config × every seed in `final_seeds`, in
-  `<key>/final/<method>`; these runs are the ones compared on the test split. Each seed is
-  one *enqueued* Optuna trial (state WAITING, with its seed and settings as user attrs), and
-  a worker runs a trial only after moving it from WAITING to RUNNING, which the storage does
-  for one worker alone (a row lock on PostgreSQL, the write lock on SQLite, the log order of
-  a journal file). So several workers share the seeds, each seed runs once, and no trial
-  exists that is not a real run. An interrupted seed is queued again by its own worker.
+  `<key>/final/<method>`; these runs are the ones compared on the test split.
+
+Both phases are work queues (:mod:`harness.experiment.queue`): each tuning slot and each
+final seed is one queued Optuna trial that exactly one worker claims and runs; an interrupted
+worker hands its slot back, a dead one's slot is freed once its heartbeat is stale. A worker
+moves on from a phase only when no trial of it is queued or running, so the best tuned
+configuration is chosen from the whole budget.
 
 Every trial is an MLflow child run under one parent run per study (`harness.role=study`); the
 Optuna trial records its run id in user attr `mlflow_run_id`. Running again resumes: finished
@@ -22,13 +23,10 @@ trials are skipped.
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import statistics
-import threading
-import time
-import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
@@ -38,6 +36,7 @@ from tqdm.auto import tqdm
 from harness import interrupt
 from harness.config import StudyConfig, dump_yaml
 from harness.errors import HarnessError
+from harness.experiment import queue
 from harness.experiment.base import starting_weights
 from harness.experiment.ensemble import run_ensemble
 from harness.experiment.reference import reference_names, reference_runs
@@ -49,9 +48,6 @@ from harness.tracking.mlflow_log import flatten, log_metrics, log_params, runs_w
 from harness.tracking.store import get_experiment_id, optuna_storage, tracking_client
 from harness.train.loop import TrainingDiverged
 
-DONE = (TrialState.COMPLETE, TrialState.PRUNED)
-LIVE = (TrialState.WAITING, TrialState.RUNNING, *DONE)  # a seed in one of these is taken
-CREATOR_GRACE_S = 10.0  # how long a worker waits for another to queue a new final study
 
 
 def study_key(cfg: StudyConfig) -> str:
@@ -76,10 +72,8 @@ def _sampler(cfg: StudyConfig, method: str, n_existing: int) -> optuna.samplers.
     t = cfg.tuning
     # Offset the seed by the trials already run so a resumed study does not replay suggestions.
     seed = (t.sampler_seed + zlib.crc32(method.encode()) + n_existing) % 2**31
-    if t.sampler == "grid":
-        # GridSampler itself skips grid points already finished or running in the storage
-        space = {name: p.choices for name, p in cfg.methods[method].search.items()}
-        return optuna.samplers.GridSampler(space, seed=seed)
+    if t.sampler == "grid":  # every trial is a queued grid point: nothing left to sample
+        return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=t.n_startup_trials, multivariate=t.multivariate,
         constant_liar=t.constant_liar,
@@ -147,10 +141,6 @@ def tuning_seeds(cfg: StudyConfig) -> list[int]:
     return list(cfg.tuning.seeds) or [cfg.tuning.seed]
 
 
-def _count(study: optuna.Study, states=DONE) -> int:
-    return len(study.get_trials(deepcopy=False, states=states))
-
-
 def _close_orphans(ctx: StudyContext, study: optuna.Study) -> None:
     """Mark KILLED the runs of failed trials that were left RUNNING.
 
@@ -163,149 +153,40 @@ def _close_orphans(ctx: StudyContext, study: optuna.Study) -> None:
             ctx.client.set_terminated(run_id, "KILLED")
 
 
-def _label(study: optuna.Study, ctx: StudyContext, phase: str, method: str) -> optuna.Study:
+def _label(study: optuna.Study, ctx: StudyContext, phase: str, method: str) -> None:
     for key, value in {schema.STUDY: ctx.cfg.name, schema.PRESET: ctx.cfg.preset or "",
                        "phase": phase, "method": method}.items():
         study.set_user_attr(key, value)
     _close_orphans(ctx, study)
-    return study
-
-
-def _load(ctx: StudyContext, phase: str, method: str) -> optuna.Study:
-    study = optuna.create_study(study_name=optuna_name(ctx.cfg, phase, method),
-                                storage=ctx.storage, direction="maximize", load_if_exists=True)
-    return _label(study, ctx, phase, method)
 
 
 def _tune(ctx: StudyContext, method: str, bar: tqdm) -> optuna.Study:
-    budget = ctx.cfg.tuning.trials_per_method
-    study = _load(ctx, schema.PHASE_TUNE, method)
-    study.sampler = _sampler(ctx.cfg, method, len(study.trials))
+    """Every method gets exactly ``trials_per_method`` tuning trials (finished or diverged),
+    however many workers share the study: each is a queued slot, run once."""
     t = ctx.cfg.tuning
-    study.set_user_attr(schema.ATTR_SAMPLER, {
-        "name": type(study.sampler).__name__, "seed": t.sampler_seed,
-        "n_startup_trials": t.n_startup_trials, "multivariate": t.multivariate,
-        "constant_liar": t.constant_liar})
-    remaining = budget - _count(study)
-    if remaining > 0:
-        study.optimize(
-            _tune_objective(ctx, method, bar), n_trials=remaining,
-            callbacks=[optuna.study.MaxTrialsCallback(budget, states=DONE)],
-        )
-    return study
+
+    def prepare(study: optuna.Study) -> None:
+        _label(study, ctx, schema.PHASE_TUNE, method)
+        study.sampler = _sampler(ctx.cfg, method, len(study.trials))
+        # a grid is run as queued points (no sampler involved), but it is still a grid search
+        name = "GridSampler" if t.sampler == "grid" else type(study.sampler).__name__
+        study.set_user_attr(schema.ATTR_SAMPLER, {
+            "name": name, "seed": t.sampler_seed,
+            "n_startup_trials": t.n_startup_trials, "multivariate": t.multivariate,
+            "constant_liar": t.constant_liar})
+
+    return queue.drain(ctx.storage, optuna_name(ctx.cfg, schema.PHASE_TUNE, method),
+                       _tuning_slots(ctx.cfg, method), _tune_objective(ctx, method, bar),
+                       prepare)
 
 
-# ---------------------------------------------------------------- the final phase's queue
-def _final_study(ctx: StudyContext, method: str, hparams: Hparams) -> optuna.Study:
-    """The final study of `method`, with every final seed queued exactly once.
-
-    Creating a study is atomic (its name is unique in the storage), so the worker that
-    creates it queues the seeds and then says so (study user attr ``seeds_queued``); the
-    others wait for that before looking. A seed with no live trial at all (added to
-    ``final_seeds`` later, or its creator died while queueing) is queued by whichever worker
-    notices.
-    """
-    name = optuna_name(ctx.cfg, schema.PHASE_FINAL, method)
-    try:
-        study = optuna.create_study(study_name=name, storage=ctx.storage, direction="maximize")
-        created = True
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=ctx.storage)
-        created = False
-    _label(study, ctx, schema.PHASE_FINAL, method)
-    if _heartbeat_interval(ctx.storage):
-        with warnings.catch_warnings():  # "experimental", yet what optimize() calls too
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # a dead worker's seed is free again
-    if not created:
-        deadline = time.monotonic() + CREATOR_GRACE_S
-        while (schema.ATTR_SEEDS_QUEUED not in _user_attrs(ctx.storage, name)
-               and time.monotonic() < deadline):
-            time.sleep(0.2)  # its creator is queueing the seeds right now
-    taken = {t.user_attrs.get(schema.ATTR_SEED)
-             for t in study.get_trials(deepcopy=False, states=LIVE)}
-    for seed in ctx.cfg.final_seeds:
-        if seed not in taken:
-            _queue_seed(study, seed, hparams)
-    study.set_user_attr(schema.ATTR_SEEDS_QUEUED, sorted(set(ctx.cfg.final_seeds) | taken
-                                                         - {None}))
-    return study
-
-
-def _user_attrs(storage: optuna.storages.BaseStorage, name: str) -> dict:
-    return storage.get_study_user_attrs(storage.get_study_id_from_name(name))
-
-
-def _queue_seed(study: optuna.Study, seed: int, hparams: Hparams) -> None:
-    study.enqueue_trial({}, user_attrs={schema.ATTR_SEED: seed,
-                                        schema.ATTR_HPARAMS: hparams.as_dict()})
-
-
-def _claim(storage: optuna.storages.BaseStorage, study: optuna.Study) -> optuna.Trial | None:
-    """A queued trial of `study` that this worker now owns (RUNNING), or None when none is
-    left. Only the WAITING → RUNNING transition is trusted: the storage grants it to one
-    worker, so a trial another worker claimed first is skipped."""
-    study_id = storage.get_study_id_from_name(study.study_name)
-    for frozen in storage.get_all_trials(study_id, deepcopy=False,
-                                         states=(TrialState.WAITING,)):
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-        try:
-            if storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                return optuna.Trial(study, trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return None
-
-
-def _heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
-    """Seconds between heartbeats, or None where the storage keeps none (journal files)."""
-    get = getattr(storage, "get_heartbeat_interval", None)  # RDB storages only
-    return get() if get is not None else None
-
-
-@contextlib.contextmanager
-def _heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iterator[None]:
-    """What ``Study.optimize`` does for its own trials: tell an RDB storage this worker is
-    alive, so that if it is killed the trial is failed (and its seed queued again)."""
-    interval = _heartbeat_interval(storage)
-    if not interval:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial._trial_id)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _run_queued(ctx: StudyContext, study: optuna.Study, method: str, bar: tqdm) -> None:
-    """Run the final trials this worker can claim until the queue is empty."""
-    while (trial := _claim(ctx.storage, study)) is not None:
-        seed = trial.user_attrs[schema.ATTR_SEED]
-        hparams = get_method(method).from_dict(trial.user_attrs[schema.ATTR_HPARAMS])
-        try:
-            with _heartbeat(ctx.storage, trial):
-                value = _run(ctx, trial, method, schema.PHASE_FINAL, seed, hparams, bar)
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-        except BaseException:
-            # hand the seed back before failing the trial, so that no other worker ever sees
-            # the seed without a live trial (it would queue it a second time)
-            _queue_seed(study, seed, hparams)
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        else:
-            study.tell(trial, value)
+def _tuning_slots(cfg: StudyConfig, method: str) -> dict[int, dict]:
+    """The tuning budget as slots: TPE samples each trial; a grid fixes each to one point."""
+    if cfg.tuning.sampler != "grid":
+        return {i: {} for i in range(cfg.tuning.trials_per_method)}
+    space = cfg.methods[method].search
+    points = itertools.product(*(p.choices for p in space.values()))
+    return {i: {queue.PARAMS: dict(zip(space, point))} for i, point in enumerate(points)}
 
 
 def _final(ctx: StudyContext, method: str, tuned: optuna.Study, bar: tqdm) -> None:
@@ -317,9 +198,19 @@ def _final(ctx: StudyContext, method: str, tuned: optuna.Study, bar: tqdm) -> No
         return
     best = max(complete, key=lambda t: t.value)
     hparams = get_method(method).from_dict(best.user_attrs[schema.ATTR_HPARAMS])
-    study = _final_study(ctx, method, hparams)
-    study.set_user_attr(schema.ATTR_BEST_TUNE_TRIAL, best.number)
-    _run_queued(ctx, study, method, bar)
+
+    def prepare(study: optuna.Study) -> None:
+        _label(study, ctx, schema.PHASE_FINAL, method)
+        study.set_user_attr(schema.ATTR_BEST_TUNE_TRIAL, best.number)
+
+    def work(trial: optuna.Trial) -> float:
+        return _run(ctx, trial, method, schema.PHASE_FINAL, trial.user_attrs[schema.ATTR_SEED],
+                    get_method(method).from_dict(trial.user_attrs[schema.ATTR_HPARAMS]), bar)
+
+    slots = {seed: {schema.ATTR_SEED: seed, schema.ATTR_HPARAMS: hparams.as_dict()}
+             for seed in ctx.cfg.final_seeds}
+    queue.drain(ctx.storage, optuna_name(ctx.cfg, schema.PHASE_FINAL, method), slots, work,
+                prepare)
 
 
 def _ensemble(ctx: StudyContext, name: str, bar: tqdm) -> None:

@@ -66,7 +66,12 @@ ATTR_HPARAMS = "hparams"
 ATTR_FAIL_REASON = "fail_reason"
 # user attrs of the final phase's Optuna study
 ATTR_BEST_TUNE_TRIAL = "best_tune_trial"
-ATTR_SEEDS_QUEUED = "seeds_queued"  # set once the final study's seeds are all queued
+ATTR_QUEUED = "queued"  # set on a phase's study once its creator queued every slot
+# queued trials (see harness.experiment.queue)
+ATTR_SLOT = "slot"  # which unit of work: a tuning budget index, a final seed
+ATTR_QUEUED_WITH = "queued_with"  # the attrs a retry of the slot inherits
+ATTR_QUEUED_PARAMS = "queued_params"  # fixed Optuna params of the slot (a grid point)
+ATTR_HEARTBEAT = "heartbeat"  # journal files: the worker's last sign of life (unix time)
 ATTR_SAMPLER = "sampler"
 
 

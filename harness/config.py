@@ -106,6 +106,15 @@ class DataConfig:
     test_size: int = 40
     max_objects: int = 4
     seed: int = 0  # the datasets are the same for every trial, so methods see the same data
+    # Real sources (folder, coco, sa1b, builtin; see harness.data.sources). Synthetic ignores
+    # these. path: folder root | COCO JSON (may hold {split}) | SA-1B folder | builtin name;
+    # relative paths are relative to the working directory.
+    path: str | None = None
+    images: str | None = None  # coco: the image folder (default: the JSON's folder)
+    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, val, test
+    min_area: int = 16  # instances with fewer pixels after the resize are dropped (counted)
+    categories: list[str] = field(default_factory=list)  # coco: keep these categories only
+    max_images: int | None = None  # per split: a fixed pseudo-random subset; None: all
 
     def validate(self, fail: Fail) -> None:
         if self.source not in SOURCES:

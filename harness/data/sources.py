@@ -4,6 +4,15 @@ Every consumer — the trial, the shift suite's domain cells, the benches — as
 data format is one module plus one entry in :data:`SOURCES`. A source turns the study's
 ``data:`` section and a split name into a :class:`~harness.data.dataset.SegDataset`, and
 names what is wrong with a ``data:`` section it cannot serve (config validation asks).
+
+Sources: ``synthetic`` (procedural, :mod:`harness.data.synthetic`); ``folder`` (images + instance
+label maps, :mod:`harness.data.folder`); ``coco`` (:mod:`harness.data.coco`); ``sa1b``
+(:mod:`harness.data.sa1b`); ``builtin`` (nuclei, voc, arc shipped in installed packages,
+:mod:`harness.data.builtin`). The real ones read ``data.path`` (and ``data.images``,
+``data.categories`` for coco), split by ``data.split`` unless the files come split, transform
+every image the Segment Anything way to ``data.image_size`` (:mod:`harness.data.transform`),
+drop instances under ``data.min_area`` pixels (counted: ``SourceDataset.dropped``), and cache
+the decoded split keyed by the files' paths, sizes and mtimes (:mod:`harness.data.collect`).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.data import builtin, coco, folder, sa1b
 from harness.data.dataset import SPLIT_OFFSETS, SegDataset, synthetic_split
 from harness.data.synthetic import DOMAINS
 from harness.errors import HarnessError
@@ -44,12 +54,21 @@ def _synthetic_problems(data: "DataConfig") -> list[tuple[str, str]]:
     for key in ("image_size", "train_size", "val_size", "test_size", "max_objects"):
         if getattr(data, key) < 1:
             out.append((key, "must be ≥ 1"))
+    if getattr(data, "path", None):  # a forgotten `source:` would train on synthetic shapes
+        out.append(("path", f"is set but data.source is synthetic; set data.source to one of "
+                            f"{', '.join(s for s in SOURCES if s != 'synthetic')}"))
     return out
 
 
 SOURCES: dict[str, Source] = {
     "synthetic": Source(_synthetic, _synthetic_problems,
                         "procedural domains (data.domain: " + ", ".join(DOMAINS) + ")"),
+    # real images; each is transformed the Segment Anything way to data.image_size
+    # (harness.data.transform) and cached by content (harness.data.collect)
+    "folder": Source(folder.load, folder.problems, folder.DESCRIBE),
+    "coco": Source(coco.load, coco.problems, coco.DESCRIBE),
+    "sa1b": Source(sa1b.load, sa1b.problems, sa1b.DESCRIBE),
+    "builtin": Source(builtin.load, builtin.problems, builtin.DESCRIBE),
 }
 
 

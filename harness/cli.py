@@ -192,29 +192,56 @@ def train(config_name, preset, method, epochs, seed, tracking_uri, **given):
 
 
 @cli.command("eval")
-@click.argument("run_id")
-@click.option("--shifts", default="common", show_default=True,
+@click.argument("run_id", required=False)
+@click.option("--pretrained", metavar="PRESET",
+              help="Instead of a run: score this preset's pretrained weights, untrained "
+                   "(litemedsam; vit_b/l/h/vit_t with --checkpoint).")
+@click.option("--data", metavar="SOURCE:PATH",
+              help="With --pretrained: the dataset, e.g. builtin:nuclei, folder:/data/cells, "
+                   "coco:/data/ann.json, sa1b:/data/sa1b. Every image is scored.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
+              help="With --pretrained: the weights file (official layouts).")
+@click.option("--shifts", default=None,
               help="Comma-separated: common, all, noise, blur, weather, digital, extra, a "
-                   "corruption name, domain, prompt.")
+                   "corruption name, domain, prompt. Default: common for a run, none with "
+                   "--pretrained.")
 @click.option("--recompute", is_flag=True,
               help="Predict every cell again instead of reading back the cell scores these "
                    "weights already have in the cache.")
 @click.option("--tracking-uri", help=TRACKING_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def eval_cmd(run_id, shifts, recompute, tracking_uri, quiet):
+def eval_cmd(run_id, pretrained, data, checkpoint, shifts, recompute, tracking_uri, quiet):
     """Evaluate the model logged by RUN_ID under distribution shift; log into that run.
 
     A run that already has a shift table keeps it: the requested shifts are added to the
     study's, and cells these exact weights were already scored on are read back from
     HARNESS_HOME/cache/scores, so extending `common` to `all` only computes the new cells.
     An ensemble run (SAM-E) is rebuilt from its member runs' weights.
+
+    With --pretrained PRESET --data SOURCE:PATH instead of RUN_ID: score pretrained weights
+    with no training on a dataset, recorded as a zero-shot run (experiment `zero-shot`).
+
+    \b
+    Example:  harness eval --pretrained litemedsam --data builtin:nuclei
     """
     from harness.data.shifts import resolve_shifts
-    from harness.experiment.ondemand import evaluate_run
+    from harness.experiment.ondemand import evaluate_pretrained, evaluate_run
 
-    resolve_shifts(shifts)  # a bad name fails before any model is loaded
-    metrics = evaluate_run(run_id, shifts=shifts.split(","), tracking_uri=tracking_uri,
-                           progress=not quiet, reuse_scores=not recompute)
+    if (run_id is None) == (pretrained is None):
+        raise click.UsageError("give either RUN_ID or --pretrained PRESET --data SOURCE:PATH")
+    if pretrained is not None and data is None:
+        raise click.UsageError("--pretrained needs --data SOURCE:PATH")
+    if run_id is not None and (data or checkpoint):
+        raise click.UsageError("--data and --checkpoint go with --pretrained, not a RUN_ID")
+    spec = [s for s in (shifts or ("common" if run_id else "")).split(",") if s]
+    resolve_shifts(spec)  # a bad name fails before any model is loaded
+    if pretrained is not None:
+        run, metrics = evaluate_pretrained(pretrained, data, checkpoint, spec, tracking_uri,
+                                           progress=not quiet)
+        click.echo(f"run {run}")
+    else:
+        metrics = evaluate_run(run_id, shifts=spec, tracking_uri=tracking_uri,
+                               progress=not quiet, reuse_scores=not recompute)
     _print_metrics({k: v for k, v in metrics.items() if k.count("/") <= 2})
 
 

@@ -115,3 +115,55 @@ def test_eval_on_a_prior_run_rebuilds_the_prior(home, tiny_study_dict):
     assert schema.point_metric("miou") in client.get_run(run.info.run_id).data.metrics
     probed = CliRunner().invoke(cli, ["probe", run.info.run_id])
     assert probed.exit_code == 2 and "prior" in probed.output
+
+
+def _disc_folder(root, n=2, size=64):
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[:size, :size]
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cy, cx, r = 20 + 10 * i, 30, 12
+        mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
+        image = (rng.normal(30, 8, (size, size)) + 170 * mask).clip(0, 255).astype(np.uint8)
+        Image.fromarray(np.stack([image] * 3, -1)).save(root / "images" / f"d{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"d{i}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_eval_pretrained_scores_and_records_zero_shot(home, tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    folder = _disc_folder(tmp_path / "discs")
+    result = CliRunner().invoke(cli, ["eval", "--pretrained", "litemedsam", "--data",
+                                      f"folder:{folder}", "--quiet"])
+    assert result.exit_code == 0, result.output
+    dice = float(next(line.split()[1] for line in result.output.splitlines()
+                      if line.startswith("test/mdice")))
+    assert dice >= 0.8  # a real pretrained model on bright discs
+    client = MlflowClient(default_tracking_uri())
+    (run,) = _runs(client, "zero-shot", **{schema.ROLE: schema.ROLE_ZERO_SHOT})
+    assert run.info.status == "FINISHED" and run.data.metrics[schema.TEST_MIOU] > 0.6
+    assert run.info.run_id in result.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--pretrained", "tiny-64", "--data", "builtin:nuclei"], "no weights of its own"),
+    (["--pretrained", "litemedsam", "--data", "nuclei"], "SOURCE:PATH"),
+    (["--pretrained", "litemedsam"], "--data"),
+    (["--pretrained", "litemedsam", "--data", "folder:/no/such/folder"], "/no/such/folder"),
+])
+def test_eval_pretrained_refuses_bad_input(home, args, needle):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    result = CliRunner().invoke(cli, ["eval", *args])
+    assert result.exit_code == 2 and needle in result.output, result.output
+    assert "Traceback" not in result.output

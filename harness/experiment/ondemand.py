@@ -10,11 +10,12 @@ from harness.data.sources import load_split, load_splits
 from harness.errors import HarnessError
 from harness.evaluate.ensemble import Ensemble
 from harness.evaluate.priors import PRIORS
+from harness.experiment.reference import record_reference
 from harness.experiment.trial import evaluate_extras
-from harness.model import build_model, resolve_device
+from harness.model import build_model, get_spec, resolve_device
 from harness.tracking import schema
 from harness.tracking.mlflow_log import log_metrics, quiet_artifacts
-from harness.tracking.store import tracking_client
+from harness.tracking.store import get_experiment_id, tracking_client
 
 
 def _download(client, run_id: str, path: str) -> str:
@@ -72,3 +73,43 @@ def evaluate_run(run_id: str, shifts: list[str] | None = None, probes: bool = Fa
     history = client.get_metric_history(run_id, schema.TRAIN_LOSS)
     log_metrics(client, run_id, metrics, step=max((m.step for m in history), default=0))
     return metrics
+
+
+def parse_data_spec(spec: str) -> tuple[str, str]:
+    """``SOURCE:PATH`` (``folder:/data/cells``, ``builtin:nuclei``, ``coco:/data/ann.json``)
+    → (source, path)."""
+    source, sep, path = spec.partition(":")
+    if not sep or not path:
+        raise HarnessError(f"--data {spec!r}: expected SOURCE:PATH, e.g. folder:/data/cells or "
+                           "builtin:nuclei")
+    return source, path
+
+
+def evaluate_pretrained(preset: str, data: str, checkpoint: str | None = None,
+                        shifts: list[str] | None = None, tracking_uri: str | None = None,
+                        progress: bool = True, image_size: int | None = None,
+                        ) -> tuple[str, dict[str, float]]:
+    """Score pretrained weights, untrained, on every image of dataset `data` (``SOURCE:PATH``)
+    and under `shifts`; recorded as a ``zero-shot`` run in experiment ``zero-shot``.
+    Returns (run id, metrics)."""
+    source, path = parse_data_spec(data)
+    cfg = study_from_dict({
+        "name": "zero-shot", "model": {"preset": preset, "checkpoint": checkpoint,
+                                       "trainable": "decoder"},
+        "data": {"source": source, "path": path, "split": [0.0, 0.0, 1.0],
+                 "image_size": image_size or get_spec(preset).image_size},
+        "methods": {"adamw": {}}, "evaluate": {"shifts": shifts or [], "domains": []},
+    }, source=f"harness eval --pretrained {preset} --data {data}")
+    if not cfg.model.pretrained:
+        raise HarnessError(f"--pretrained {preset}: this preset has no weights of its own; "
+                           "give --checkpoint")
+    cfg.evaluate.splits = ["test"]  # zero-shot: every image is a test image
+    splits = {"test": load_split(cfg.data, "test")}
+    splits["train"] = splits["test"]  # sizes the point-disc prior, never trained on
+    client = tracking_client(tracking_uri)
+    ids: list[str] = []
+    metrics = record_reference(
+        cfg, schema.ROLE_ZERO_SHOT, f"zero-shot:{preset}",
+        lambda: build_model(preset, checkpoint, "decoder"), splits, client,
+        get_experiment_id(client, "zero-shot"), None, progress, on_run_created=ids.append)
+    return ids[0], metrics

@@ -54,18 +54,24 @@ def reference_runs(cfg: StudyConfig, client: MlflowClient, experiment_id: str,
             def make():
                 return build_model(cfg.model.preset, starting_weights(cfg, client, progress),
                                    cfg.model.trainable, cfg.model.lora_spec())
-        out[name] = _record(cfg, role, name, make, splits, client, experiment_id,
-                            parent_run_id, progress)
+        out[name] = record_reference(cfg, role, name, make, splits, client, experiment_id,
+                                     parent_run_id, progress)
     return out
 
 
-def _record(cfg: StudyConfig, role: str, name: str, make: Callable[[], torch.nn.Module],
-            splits: dict, client: MlflowClient, experiment_id: str, parent_run_id: str,
-            progress: bool) -> dict[str, float]:
-    run = client.create_run(experiment_id, tags={
-        **study_tags(cfg), schema.PARENT_RUN: parent_run_id, schema.RUN_NAME: name,
-        schema.ROLE: role, schema.METHOD: name, schema.PHASE: schema.PHASE_FINAL})
-    run_id = run.info.run_id
+def record_reference(cfg: StudyConfig, role: str, name: str,
+                     make: Callable[[], torch.nn.Module], splits: dict, client: MlflowClient,
+                     experiment_id: str, parent_run_id: str | None, progress: bool,
+                     on_run_created: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Score a model that is not trained here (a prior, pretrained weights) like a final run:
+    clean splits with per-mask scores, the shift suite; recorded as one run of `role`."""
+    tags = {**study_tags(cfg), schema.RUN_NAME: name, schema.ROLE: role, schema.METHOD: name,
+            schema.PHASE: schema.PHASE_FINAL}
+    if parent_run_id is not None:
+        tags[schema.PARENT_RUN] = parent_run_id
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    if on_run_created is not None:
+        on_run_created(run_id)
     with recorded_outcome(client, run_id), torch_threads(cfg.train.threads):
         log_params(client, run_id, {"method": name, "phase": schema.PHASE_FINAL, "role": role,
                                     "model": cfg.model.__dict__, "data": cfg.data.__dict__,

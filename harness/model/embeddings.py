@@ -45,7 +45,7 @@ def encoder_digest(model: torch.nn.Module) -> str:
     for key in sorted(tensors):
         value = tensors[key].detach().cpu().contiguous()
         h.update(f"{key}:{tuple(value.shape)}:{value.dtype}".encode())
-        h.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        h.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     preprocessing = getattr(model, "preprocessing", None)  # a preset's own pixel transform
     h.update(repr(preprocessing).encode())
     return h.hexdigest()[:20]

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from harness.data.shifts import resolve_shifts
-from harness.data.sources import SOURCES
+from harness.data.sources import SOURCES, domain_problems
 from harness.data.synthetic import DOMAINS
 from harness.errors import HarnessError
 from harness.evaluate.ensemble import AGGREGATIONS
@@ -251,7 +251,7 @@ class EvalConfig:
     # `harness train`); tuning trials only need their validation mIoU.
     in_tuning: bool = False
 
-    def validate(self, fail: Fail) -> None:
+    def validate(self, fail: Fail, data: DataConfig) -> None:
         for split in self.splits:
             if split not in ("train", "val", "test"):
                 fail("evaluate.splits", f"has {split!r}; use train, val, test")
@@ -264,8 +264,8 @@ class EvalConfig:
             if prior not in PRIORS:
                 fail("evaluate.priors", f"has {prior!r}; choose from {', '.join(PRIORS)}")
         for domain in self.domains:
-            if domain not in DOMAINS:
-                fail("evaluate.domains", f"has {domain!r}; choose from {', '.join(DOMAINS)}")
+            for problem in domain_problems(data, domain):
+                fail("evaluate.domains", problem)
         try:
             resolve_shifts(self.shifts)
         except HarnessError as exc:
@@ -345,9 +345,9 @@ class StudyConfig:
 
     def validate(self, fail: Fail) -> None:
         """Each section checks itself; what spans sections is checked here."""
-        for section in (self.model, self.data, self.train, self.tuning, self.evaluate,
-                        self.probes):
+        for section in (self.model, self.data, self.train, self.tuning, self.probes):
             section.validate(fail)
+        self.evaluate.validate(fail, self.data)  # shift datasets are made like the study's
         if not self.methods:
             fail("methods", "must name at least one method")
         for name, method_cfg in self.methods.items():

@@ -233,3 +233,30 @@ def test_shift_metrics_of_a_real_table_are_loggable(suite):
     assert sum(name.endswith("/s1/miou") or name.endswith("/s5/miou") for name in out) == (
         cells + 2)  # every cell, plus the two per-severity means
     assert out["shift/clean/miou"] == suite["table"].iloc[0]["miou"]
+
+
+def test_domain_shift_takes_datasets_of_any_source(home, tiny_study_dict):
+    """evaluate.domains names synthetic domains or SOURCE:PATH specs (here the bundled VOC
+    image): each becomes a domain cell scored like the synthetic ones."""
+    from harness.config import study_from_dict
+    from harness.data.sources import load_split
+    from harness.errors import HarnessError
+    from harness.model import build_model
+
+    tiny_study_dict["evaluate"] = {"shifts": ["domain"], "domains": ["lesions", "builtin:voc"],
+                                   "workers": 0}
+    cfg = study_from_dict(tiny_study_dict)
+    table = evaluate_shifts(build_model("tiny-32"), cfg, load_split(cfg.data, "test"),
+                            home / "cache", progress=False)
+    voc = table[table["shift"] == "domain:builtin:voc"]
+    # every VOC instance big enough at the study's 32 px is a test mask of the cell
+    from harness.data.sources import domain_data
+    expected = load_split(domain_data(cfg.data, "builtin:voc"), "test")
+    assert len(voc) == 1 and voc["n_masks"].iloc[0] == len(expected.masks) > 0
+    assert "shift/domain/builtin_voc/miou" in shift_metrics(table)
+    tiny_study_dict["evaluate"]["domains"] = ["builtin:mars"]
+    with pytest.raises(HarnessError, match="'evaluate.domains'.*mars"):
+        study_from_dict(tiny_study_dict)
+    tiny_study_dict["evaluate"]["domains"] = ["nowhere:x"]
+    with pytest.raises(HarnessError, match="unknown source 'nowhere'"):
+        study_from_dict(tiny_study_dict)

@@ -17,6 +17,7 @@ the decoded split keyed by the files' paths, sizes and mtimes (:mod:`harness.dat
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,3 +87,29 @@ def load_split(data: "DataConfig", split: str, cache_dir: Path | None = None) ->
 def load_splits(data: "DataConfig", splits=SPLITS,
                 cache_dir: Path | None = None) -> dict[str, SegDataset]:
     return {split: load_split(data, split, cache_dir) for split in splits}
+
+
+def domain_data(study_data: "DataConfig", domain: str) -> "DataConfig":
+    """The ``data:`` section of a shift set named in ``evaluate.domains``: a synthetic domain
+    name (made like the study's own data), or a dataset spec ``SOURCE:PATH`` of any source
+    (``builtin:voc``, ``folder:/data/other-lab``), every image of which is a test image, at
+    the study's image size."""
+    source, sep, path = domain.partition(":")
+    if not sep:
+        return dataclasses.replace(study_data, domain=domain)
+    return dataclasses.replace(study_data, source=source, path=path, split=[0.0, 0.0, 1.0],
+                               images=None, categories=[], max_images=None)
+
+
+def domain_problems(study_data: "DataConfig", domain: str) -> list[str]:
+    """What is wrong with one ``evaluate.domains`` entry (empty if nothing)."""
+    if ":" not in domain:
+        return [] if domain in DOMAINS else [
+            f"has {domain!r}; use a synthetic domain ({', '.join(DOMAINS)}) or SOURCE:PATH "
+            f"with a source of {', '.join(SOURCES)}"]
+    data = domain_data(study_data, domain)
+    if data.source not in SOURCES:
+        return [f"has {domain!r}: unknown source {data.source!r} (sources: "
+                f"{', '.join(SOURCES)})"]
+    return [f"has {domain!r}: data.{key} {message}"
+            for key, message in SOURCES[data.source].problems(data)]

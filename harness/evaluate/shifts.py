@@ -21,7 +21,6 @@ different sample. Corrupted sets are generated once, in parallel, and cached on 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections.abc import Callable
@@ -37,7 +36,7 @@ import torch
 from harness.data import SegDataset
 from harness.data.corruptions import build_corruption_cache, corruption_cells
 from harness.data.shifts import SHIFT_GROUPS, resolve_shifts
-from harness.data.sources import load_split
+from harness.data.sources import domain_data, load_split
 from harness.evaluate.metrics import CLEAN, METRICS, aggregate_shift_table
 from harness.evaluate.score_cache import ScoreCache
 from harness.evaluate.segment import mean_scores, predict_dataset, score_masks
@@ -95,7 +94,7 @@ def _corrupted(clean: SegDataset, images: np.ndarray, name: str) -> SegDataset:
 
 def _domain_test(cfg: StudyConfig, domain: str, cache_dir: Path) -> SegDataset:
     """Another domain's test split, made like the study's own and cut like the clean row."""
-    split = load_split(dataclasses.replace(cfg.data, domain=domain), "test", cache_dir)
+    split = load_split(domain_data(cfg.data, domain), "test", cache_dir)
     return first_images(split, cfg.evaluate.shift_images)
 
 

@@ -54,7 +54,9 @@ def cli():
                  harness report asam-vs-adamw --preset smoke
                  harness ui
     Studies:     asam-vs-adamw (headline), optimizers-under-shift (AdamW, SAM, ASAM,
-                 SAM-E), rho-sweep (SAM/ASAM over a grid of rho)
+                 SAM-E), rho-sweep (SAM/ASAM over a grid of rho), real-shift
+                 (LiteMedSAM on real nuclei; VOC/ARC as cross-dataset shift)
+    Zero-shot:   harness eval --pretrained litemedsam --data builtin:nuclei
     """
 
 

@@ -25,7 +25,8 @@ def test_shipped_study_loads_with_every_preset():
     assert smoke.model.base.domain == "shapes"  # fine-tuned from a base of another domain
 
 
-@pytest.mark.parametrize("study", ["asam-vs-adamw", "optimizers-under-shift", "rho-sweep"])
+@pytest.mark.parametrize("study", ["asam-vs-adamw", "optimizers-under-shift", "rho-sweep",
+                                   "real-shift"])
 def test_every_shipped_study_loads_with_each_of_its_presets(study):
     from harness.config import resolve_study_path
 

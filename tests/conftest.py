@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -43,3 +46,15 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture
 def tiny_study_dict():
     return copy.deepcopy(TINY_STUDY)
+
+
+def run_workers(home, study_path, storage: str, n: int) -> tuple[list[int], list[str]]:
+    """Start `n` `harness study run` processes on one storage at once; (return codes,
+    outputs) once all have ended."""
+    env = {**os.environ, "HARNESS_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "harness.cli", "study", "run", str(study_path),
+               "--storage", storage, "--quiet"]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) for _ in range(n)]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    return [p.returncode for p in procs], outputs

@@ -6,9 +6,6 @@ host would be) and, in the last test, real `harness study run` processes.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 
 import optuna
@@ -18,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
+from conftest import run_workers
 from harness.config import study_from_dict
 from harness.experiment.queue import claim, fail_stale, queued_study, run_queued
 from harness.experiment.study import optuna_name, run_study
@@ -144,13 +142,8 @@ def test_two_study_processes_share_the_final_seeds(home, tmp_path, tiny_study_di
     # creates the stores, the parent run and the tuning trial; queues and runs seed 1 only
     run_study(one_seed, storage, progress=False)
 
-    env = {**os.environ, "HARNESS_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "harness.cli", "study", "run", str(path), "--storage",
-               storage, "--quiet"]
-    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for _ in range(2)]
-    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    codes, outputs = run_workers(home, path, storage, 2)
+    assert codes == [0, 0], outputs
 
     journal = JournalStorage(JournalFileBackend(str(tmp_path / "optuna.log")))
     final = optuna.load_study(study_name=optuna_name(cfg, "final", "adamw"), storage=journal)

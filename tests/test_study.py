@@ -13,6 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from conftest import run_workers
 from harness.config import study_from_dict
 from harness.errors import HarnessError
 from harness.model import build_model
@@ -281,13 +282,8 @@ def test_workers_started_together_on_a_new_home_all_run(home, tiny_study_dict, t
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_study_dict))
     storage = f"journal://{tmp_path / 'optuna.log'}"
-    env = {**os.environ, "HARNESS_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "harness.cli", "study", "run", str(path), "--storage",
-               storage, "--quiet"]
-    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for _ in range(3)]
-    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    codes, outputs = run_workers(home, path, storage, 3)
+    assert codes == [0, 0, 0], outputs
     assert not any("Traceback" in out for out in outputs)
     # three workers, one budget: exactly one tuning trial and one run per final seed
     cfg = study_from_dict(tiny_study_dict)

@@ -91,3 +91,22 @@ def test_embedding_bench_measures_both_ratios(home):
     assert result["shift_miou_within_0.01"] and result["cells"] == 1 + 6 + 5
     assert "encoder ÷ store" in format_report(result)
     assert not _stored(home)  # the bench wrote into its own temporary home
+
+
+def test_ensemble_of_decoder_fine_tunes_encodes_each_image_once(home, data):
+    from harness.evaluate.ensemble import Ensemble, aggregate
+
+    members = [_model(), _model()]
+    with torch.no_grad():  # two different decoders on one shared frozen encoder
+        members[1].mask_decoder.iou_token.weight.add_(0.5)
+        members[1].mask_decoder.output_upscaling[0].weight.mul_(1.5)
+    ensemble = Ensemble(members)
+    logits = predict_dataset(ensemble, data, return_logits=True)
+    assert len(_stored(home)) == 1  # one encoder, one set of embeddings
+    each = [predict_dataset(m, data, return_logits=True) for m in members]
+    expected = aggregate(torch.stack([torch.as_tensor(e) for e in each]), "mean-logit")
+    assert torch.allclose(torch.as_tensor(logits), expected, atol=1e-5)
+    # members with different encoders share nothing: each encodes for itself, chunk by chunk
+    other = _model(seed=1)
+    mixed = predict_dataset(Ensemble([members[0], other]), data, return_logits=True)
+    assert len(_stored(home)) == 1 and mixed.shape == logits.shape

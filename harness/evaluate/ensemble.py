@@ -56,11 +56,14 @@ class Ensemble(torch.nn.Module):
         return f"k={len(self.members)}, aggregation={self.aggregation}"
 
     def chunk_logits(self, images: torch.Tensor, prompts: dict, image_index: torch.Tensor,
-                     image_size: tuple[int, int]) -> torch.Tensor:
-        """Ensemble scores for one chunk (same signature as the single-model path)."""
+                     image_size: tuple[int, int],
+                     embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """Ensemble scores for one chunk (same signature as the single-model path).
+        `embeddings` are given only when every member shares one frozen encoder."""
         from harness.evaluate.segment import chunk_logits
 
-        return aggregate(torch.stack([chunk_logits(m, images, prompts, image_index, image_size)
+        return aggregate(torch.stack([chunk_logits(m, images, prompts, image_index, image_size,
+                                                   embeddings)
                                       for m in self.members]), self.aggregation)
 
 

@@ -144,8 +144,10 @@ class Prior(torch.nn.Module):
 
     @torch.no_grad()
     def chunk_logits(self, images: torch.Tensor, prompts: dict, image_index: torch.Tensor,
-                     image_size: tuple[int, int]) -> torch.Tensor:
-        """(k, H, W) float logits, ±LOGIT — the hook ``predict_dataset`` calls."""
+                     image_size: tuple[int, int],
+                     embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """(k, H, W) float logits, ±LOGIT — the hook ``predict_dataset`` calls (a prior
+        ignores the image and so its embeddings)."""
         inside = self.masks(prompts, tuple(image_size)).to(images.device)
         return torch.where(inside, LOGIT, -LOGIT).float()
 

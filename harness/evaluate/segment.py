@@ -39,7 +39,7 @@ def chunk_logits(model: torch.nn.Module, images: torch.Tensor, prompts: dict,
     chunk's image embeddings when a store already has them.
     """
     if hasattr(model, "chunk_logits"):
-        return model.chunk_logits(images, prompts, image_index, image_size)
+        return model.chunk_logits(images, prompts, image_index, image_size, embeddings)
     if embeddings is None:
         embeddings = encode_images(model, images)
     logits, _ = predict_from_embeddings(model, embeddings, image_size, image_index=image_index,

@@ -101,7 +101,15 @@ def as_tensor(embeddings: np.ndarray, rows, device: torch.device) -> torch.Tenso
 
 def stored_embeddings(model: torch.nn.Module, dataset: SegDataset) -> np.ndarray | None:
     """The dataset's embeddings from the default store when `model`'s encoder is frozen, else
-    None (a trainable encoder's embeddings would never be asked for twice)."""
+    None (a trainable encoder's embeddings would never be asked for twice). An ensemble
+    whose members all share one frozen encoder (decoder-only fine-tunes of one pretrained
+    model) gets that encoder's: K members, one encoding."""
+    members = getattr(model, "members", None)
+    if members is not None:
+        if not all(encoder_frozen(m) for m in members) or len(
+                {encoder_digest(m) for m in members}) != 1:
+            return None
+        model = members[0]
     if not encoder_frozen(model):
         return None
     return EmbeddingStore(cache_dir() / "embeddings").get(model, dataset)

@@ -101,12 +101,22 @@ def mean_scores(scores: dict[str, np.ndarray]) -> dict[str, float]:
             for k, v in scores.items()}
 
 
+def timed_scores(model: torch.nn.Module, dataset: SegDataset, prompt: str = "box",
+                 box_jitter: float = 0.0, seed: int = 0, batch_size: int = 32,
+                 boundary: bool = True) -> tuple[dict[str, np.ndarray], float]:
+    """Per-mask scores of `model` on `dataset` (:func:`score_masks`) and the seconds spent
+    predicting them (not scoring)."""
+    start = time.perf_counter()
+    pred = predict_dataset(model, dataset, prompt, box_jitter, seed, batch_size)
+    seconds = time.perf_counter() - start
+    return score_masks(pred, dataset, boundary), seconds
+
+
 def evaluate_dataset(model: torch.nn.Module, dataset: SegDataset, prompt: str = "box",
                      box_jitter: float = 0.0, seed: int = 0, batch_size: int = 32,
                      boundary: bool = True) -> dict[str, float]:
     """mIoU, mean Dice (and mean Boundary IoU) over the instances of `dataset`, plus
     `infer_seconds`: the time spent predicting (not scoring)."""
-    start = time.perf_counter()
-    pred = predict_dataset(model, dataset, prompt, box_jitter, seed, batch_size)
-    seconds = time.perf_counter() - start
-    return {**mean_scores(score_masks(pred, dataset, boundary)), "infer_seconds": seconds}
+    scores, seconds = timed_scores(model, dataset, prompt, box_jitter, seed, batch_size,
+                                   boundary)
+    return {**mean_scores(scores), "infer_seconds": seconds}

@@ -29,6 +29,7 @@ from harness.config import StudyConfig, dump_yaml
 from harness.data import synthetic
 from harness.data.sources import load_split
 from harness.evaluate.segment import evaluate_dataset
+from harness.experiment.outcome import recorded_outcome
 from harness.home import cache_dir
 from harness.model import build_model, resolve_device, torch_threads
 from harness.optim import get_method
@@ -91,27 +92,28 @@ def _build(cfg: StudyConfig, path: Path, client: MlflowClient, progress: bool) -
         schema.ROLE: schema.ROLE_BASE, schema.RUN_NAME: path.stem,
         schema.METHOD: "adamw", schema.SEED: str(base.seed)})
     run_id = run.info.run_id
-    log_params(client, run_id, {"preset": cfg.model.preset, "key": base_key(cfg),
-                                "base": dataclasses.asdict(base), "data": data.__dict__})
-    client.log_text(run_id, dump_yaml({"base": dataclasses.asdict(base),
-                                       "study": cfg.to_dict()}), schema.CONFIG_ARTIFACT)
-    curves = MetricBuffer(client, run_id)
-    try:
-        with torch_threads(cfg.train.threads):
-            torch.manual_seed(base.seed)
-            device = resolve_device(cfg.train.device)
-            model = build_model(cfg.model.preset).to(device)
-            hparams = get_method("adamw").defaults(lr=base.lr)
-            started = time.perf_counter()
+    with recorded_outcome(client, run_id), torch_threads(cfg.train.threads):
+        log_params(client, run_id, {"preset": cfg.model.preset, "key": base_key(cfg),
+                                    "base": dataclasses.asdict(base), "data": data.__dict__})
+        client.log_text(run_id, dump_yaml({"base": dataclasses.asdict(base),
+                                           "study": cfg.to_dict()}), schema.CONFIG_ARTIFACT)
+        curves = MetricBuffer(client, run_id)
+        torch.manual_seed(base.seed)
+        device = resolve_device(cfg.train.device)
+        model = build_model(cfg.model.preset).to(device)
+        hparams = get_method("adamw").defaults(lr=base.lr)
+        started = time.perf_counter()
+        try:
             result = train(model, load_split(data, "train"), "adamw", hparams,
                            epochs=base.epochs, batch_size=base.batch_size, seed=base.seed,
                            warmup_steps=cfg.train.warmup_steps, box_jitter=cfg.train.box_jitter,
                            grad_clip=cfg.train.grad_clip, log=curves, progress=progress,
                            point_prompts=cfg.train.point_prompts,
                            max_points=cfg.train.max_points)
+        finally:
             curves.flush()
-            source = evaluate_dataset(model, load_split(data, "val"), boundary=False,
-                                      batch_size=cfg.train.eval_batch_size)
+        source = evaluate_dataset(model, load_split(data, "val"), boundary=False,
+                                  batch_size=cfg.train.eval_batch_size)
         log_metrics(client, run_id, {schema.COST_TRAIN: result.seconds,
                                      schema.COST_WALL: time.perf_counter() - started,
                                      schema.VAL_MIOU: source["miou"],
@@ -122,11 +124,6 @@ def _build(cfg: StudyConfig, path: Path, client: MlflowClient, progress: bool) -
             torch.save(state, f)
         log_file(client, run_id, lambda p: torch.save(state, p), schema.MODEL_FILE,
                  schema.MODEL_DIR)
-    except BaseException:
-        client.set_terminated(run_id, "KILLED")
-        raise
-    client.set_tag(run_id, schema.STATUS, schema.STATUS_OK)
-    client.set_terminated(run_id, "FINISHED")
 
 
 def starting_weights(cfg: StudyConfig, client: MlflowClient, progress: bool = True) -> str | None:

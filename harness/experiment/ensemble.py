@@ -27,7 +27,8 @@ from harness.evaluate.ensemble import Ensemble
 from harness.evaluate.segment import predict_dataset
 from harness.experiment.costs import PeakMemory
 from harness.experiment.ondemand import load_logged_model
-from harness.experiment.trial import clean_metrics, evaluate_extras, recorded_outcome, study_tags
+from harness.experiment.outcome import recorded_outcome
+from harness.experiment.trial import clean_metrics, evaluate_extras, study_tags
 from harness.tracking import schema
 from harness.tracking.mlflow_log import log_metrics, log_params, runs_with_tags
 

@@ -37,6 +37,7 @@ LIVE = (TrialState.WAITING, TrialState.RUNNING, *DONE)  # a slot in one of these
 CREATOR_GRACE_S = 10.0  # how long a worker waits for another to queue a new study
 HEARTBEAT_S = 30.0  # journal files: how often a worker stamps its trial
 GRACE_S = 120.0  # journal files: a RUNNING trial silent this long belongs to a dead worker
+PARAMS = "params"  # the key of a slot's attrs that holds fixed Optuna params
 
 
 def _study_id(storage: optuna.storages.BaseStorage, study: optuna.Study) -> int:
@@ -83,8 +84,6 @@ def enqueue(study: optuna.Study, slot: Any, attrs: dict) -> None:
         **attrs, schema.ATTR_SLOT: slot, schema.ATTR_QUEUED_WITH: sorted(attrs),
         schema.ATTR_QUEUED_PARAMS: params})
 
-
-PARAMS = "params"  # the key of a slot's attrs that holds fixed Optuna params
 
 
 def claim(storage: optuna.storages.BaseStorage, study: optuna.Study) -> optuna.Trial | None:
@@ -157,11 +156,11 @@ def _rdb_interval(storage: optuna.storages.BaseStorage) -> int | None:
 def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iterator[None]:
     """Prove this worker alive while it runs `trial` (what ``Study.optimize`` does, and on
     journal files too)."""
-    interval = _rdb_interval(storage) or HEARTBEAT_S
+    rdb_interval = _rdb_interval(storage)
     trial_id = trial._trial_id
 
     def beat() -> None:
-        if _rdb_interval(storage):
+        if rdb_interval:
             storage.record_heartbeat(trial_id)
         else:
             storage.set_trial_user_attr(trial_id, schema.ATTR_HEARTBEAT, time.time())
@@ -169,7 +168,7 @@ def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iter
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(interval):
+        while not stop.wait(rdb_interval or HEARTBEAT_S):
             beat()
 
     beat()

@@ -20,7 +20,8 @@ from harness.config import StudyConfig, dump_yaml
 from harness.data.sources import load_splits
 from harness.evaluate.priors import PRIORS
 from harness.experiment.base import starting_weights
-from harness.experiment.trial import clean_metrics, evaluate_extras, recorded_outcome, study_tags
+from harness.experiment.outcome import recorded_outcome
+from harness.experiment.trial import clean_metrics, evaluate_extras, study_tags
 from harness.model import build_model, resolve_device, torch_threads
 from harness.tracking import schema
 from harness.tracking.mlflow_log import log_file, log_metrics, log_params, runs_with_tags

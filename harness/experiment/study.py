@@ -49,7 +49,6 @@ from harness.tracking.store import get_experiment_id, optuna_storage, tracking_c
 from harness.train.loop import TrainingDiverged
 
 
-
 def study_key(cfg: StudyConfig) -> str:
     return schema.study_key(cfg.name, cfg.preset)
 

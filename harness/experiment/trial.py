@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,15 +20,11 @@ from mlflow.tracking import MlflowClient
 from harness.config import StudyConfig, dump_yaml, hparams_of
 from harness.data import SegDataset
 from harness.data.sources import load_splits
-from harness.evaluate.segment import (
-    evaluate_dataset,
-    mean_scores,
-    predict_dataset,
-    score_masks,
-)
+from harness.evaluate.segment import evaluate_dataset, mean_scores, timed_scores
 from harness.evaluate.shifts import evaluate_shifts, first_images, shift_metrics
 from harness.experiment.base import starting_weights
 from harness.experiment.costs import PeakMemory
+from harness.experiment.outcome import recorded_outcome
 from harness.home import cache_dir
 from harness.model import build_model, count_parameters, resolve_device, torch_threads
 from harness.optim import Hparams, get_method
@@ -38,7 +32,7 @@ from harness.probes.suite import probe_batches, run_probes
 from harness.tracking import schema
 from harness.tracking.mlflow_log import MetricBuffer, log_file, log_metrics, log_params
 from harness.train.batches import batch_loss
-from harness.train.loop import TrainingCollapsed, TrainingDiverged, train
+from harness.train.loop import train
 
 
 @dataclass
@@ -90,26 +84,6 @@ def run_trial(
             on_run_created(run_id)
         return _execute(cfg, spec, client, run_id, progress,
                         starting_weights(cfg, client, progress))
-
-
-@contextmanager
-def recorded_outcome(client: MlflowClient, run_id: str) -> Iterator[None]:
-    """Close `run_id` as the block ends: FINISHED with ``harness.status=ok``; FAILED with
-    ``harness.status=diverged`` (or ``collapsed``) and the reason when training failed;
-    KILLED otherwise."""
-    try:
-        yield
-    except TrainingDiverged as exc:
-        client.set_tag(run_id, schema.STATUS, schema.STATUS_COLLAPSED
-                       if isinstance(exc, TrainingCollapsed) else schema.STATUS_DIVERGED)
-        client.set_tag(run_id, schema.FAIL_REASON, str(exc))
-        client.set_terminated(run_id, "FAILED")
-        raise
-    except BaseException:
-        client.set_terminated(run_id, "KILLED")
-        raise
-    client.set_tag(run_id, schema.STATUS, schema.STATUS_OK)
-    client.set_terminated(run_id, "FINISHED")
 
 
 def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: str,
@@ -186,10 +160,8 @@ def clean_metrics(cfg: StudyConfig, model: torch.nn.Module, splits: dict[str, Se
     per-mask tests need them."""
     out: dict[str, float] = {}
     for split in cfg.evaluate.splits:
-        start = time.perf_counter()
-        pred = predict_dataset(model, splits[split], batch_size=cfg.train.eval_batch_size)
-        seconds = time.perf_counter() - start
-        scores = score_masks(pred, splits[split])
+        scores, seconds = timed_scores(model, splits[split],
+                                       batch_size=cfg.train.eval_batch_size)
         if split == "test":
             out[schema.COST_INFER] = 1000 * seconds / len(splits[split].images)
         out.update({schema.split_metric(split, k): v for k, v in mean_scores(scores).items()})

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from harness.data import SegDataset, jitter_boxes, mask_boxes
-from harness.model import encode_images, predict_from_embeddings, predict_masks
+from harness.model import encode_images, predict_from_embeddings
 from harness.model.embeddings import as_tensor
 from harness.train.losses import segmentation_loss
 
@@ -95,9 +95,6 @@ def make_batch(dataset: SegDataset, image_ids: np.ndarray,
 def batch_predictions(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask logits (P, 1, H, W) and predicted IoU (P, 1) for every prompt of `batch`."""
     size = tuple(batch.images.shape[-2:])
-    if batch.embeddings is None and (batch.points is None or not batch.points.used.any()):
-        return predict_masks(model, batch.images, boxes=batch.boxes,
-                             image_index=batch.image_index)
     embeddings = batch.embeddings if batch.embeddings is not None else encode_images(
         model, batch.images)
     if batch.points is None or not batch.points.used.any():

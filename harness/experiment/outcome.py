@@ -1,0 +1,36 @@
+"""How every run this harness starts ends up recorded: finished, failed with a reason, killed.
+
+Trials, bases, ensembles and reference runs all close their MLflow run through
+:func:`recorded_outcome`, so an interrupt anywhere after a run was created closes it (KILLED)
+instead of leaving it RUNNING, and a training failure is tagged with what kind it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from mlflow.tracking import MlflowClient
+
+from harness.tracking import schema
+from harness.train.loop import TrainingCollapsed, TrainingDiverged
+
+
+@contextmanager
+def recorded_outcome(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """Close `run_id` as the block ends: FINISHED with ``harness.status=ok``; FAILED with
+    ``harness.status=diverged`` (or ``collapsed``) and the reason when training failed;
+    KILLED otherwise."""
+    try:
+        yield
+    except TrainingDiverged as exc:
+        client.set_tag(run_id, schema.STATUS, schema.STATUS_COLLAPSED
+                       if isinstance(exc, TrainingCollapsed) else schema.STATUS_DIVERGED)
+        client.set_tag(run_id, schema.FAIL_REASON, str(exc))
+        client.set_terminated(run_id, "FAILED")
+        raise
+    except BaseException:
+        client.set_terminated(run_id, "KILLED")
+        raise
+    client.set_tag(run_id, schema.STATUS, schema.STATUS_OK)
+    client.set_terminated(run_id, "FINISHED")

@@ -58,3 +58,12 @@ def run_workers(home, study_path, storage: str, n: int) -> tuple[list[int], list
                               stderr=subprocess.STDOUT) for _ in range(n)]
     outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
     return [p.returncode for p in procs], outputs
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from harness.bench.data import data_command
 from harness.bench.embeddings import embeddings_command
 from harness.bench.optimizers import optimizers_command
 from harness.bench.probes import probes_command
@@ -339,6 +340,7 @@ def bench():
     """Measured ratios, side by side in one process (never absolute times alone)."""
 
 
+bench.add_command(data_command, "data")
 bench.add_command(embeddings_command, "embeddings")
 bench.add_command(optimizers_command, "optimizers")
 bench.add_command(probes_command, "probes")

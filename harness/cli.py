@@ -53,7 +53,7 @@ def cli():
     Start with:  harness study run asam-vs-adamw --preset smoke
     Then:        harness study status asam-vs-adamw --preset smoke
                  harness report asam-vs-adamw --preset smoke
-                 harness ui
+                 harness ui asam-vs-adamw --preset smoke --open
     Studies:     asam-vs-adamw (headline), optimizers-under-shift (AdamW, SAM, ASAM,
                  SAM-E), rho-sweep (SAM/ASAM over a grid of rho), real-shift
                  (LiteMedSAM on real nuclei; VOC/ARC as cross-dataset shift)
@@ -267,26 +267,58 @@ def _print_metrics(metrics: dict) -> None:
 
 
 @cli.command()
+@click.argument("study", required=False)
+@click.option("--preset", help="Which recorded preset of STUDY (needed when several were run).")
 @click.option("--tracking-uri", help=TRACKING_HELP)
 @click.option("--port", type=int, default=5000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--open", "open_browser", is_flag=True,
+              help="Open the page in a web browser once the UI answers.")
 @click.option("--dry-run", is_flag=True, help="Print the command instead of starting it.")
-def ui(tracking_uri, port, host, dry_run):
-    """Open the MLflow UI on the harness store (Ctrl+C stops it)."""
-    import subprocess
+def ui(study, preset, tracking_uri, port, host, open_browser, dry_run):
+    """Open the MLflow UI on the harness store at STUDY's training runs (Ctrl+C stops it).
 
-    from harness.home import harness_home
-    from harness.tracking.store import default_tracking_uri
+    STUDY is a recorded study's name or its YAML file; without it the UI opens on the list
+    of experiments. The printed URL asks for MLflow's model-training view (MLflow 3 would
+    otherwise open on its GenAI traces page).
 
-    uri = tracking_uri or default_tracking_uri()
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--default-artifact-root", (harness_home() / "mlartifacts").as_uri(),
-               "--host", host, "--port", str(port)]
-    click.echo(f"MLflow UI for {uri} at http://{host}:{port}")
+    \b
+    Example:  harness ui asam-vs-adamw --preset smoke --open
+    """
+    from harness.tracking.ui import plan_ui, serve_ui
+
+    plan = plan_ui(tracking_uri, host, port, _study_name(study), preset)
+    click.echo(f"MLflow UI for {plan.tracking_uri} at {plan.url}")
     if dry_run:
-        click.echo(" ".join(command))
+        click.echo(" ".join(plan.command))
         return
-    subprocess.run(command, check=False)
+    sys.exit(serve_ui(plan, open_browser, echo=click.echo))
+
+
+@cli.command()
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def dashboard(storage, port, host):
+    """Open optuna-dashboard on the studies' Optuna storage (Ctrl+C stops it).
+
+    Every phase of every method is one Optuna study there (`<study>@<preset>/<phase>/<method>`):
+    history, parameter importances and slices of the tuning.
+    """
+    from harness.tracking.dashboard import serve_dashboard
+
+    sys.exit(serve_dashboard(storage, host, port, echo=click.echo))
+
+
+def _study_name(study: str | None) -> str | None:
+    """A study's name (its MLflow experiment) from its name or its YAML file."""
+    from pathlib import Path
+
+    if study is not None and Path(study).suffix in (".yaml", ".yml"):
+        from harness.config import load_study
+
+        return load_study(study).name
+    return study
 
 
 def _comma_list(ctx, param, values):
@@ -317,21 +349,17 @@ def report(study, preset, out, formats, methods, shifts, storage, tracking_uri):
     STUDY is the study's name (its MLflow experiment), or its YAML file. The folder gets
     report.pdf (summary table, robustness under shift, sharpness vs generalisation,
     training curves, tuning, cost vs claims, provenance), tables/*.csv|md|tex and
-    figures/*.png.
+    figures/*.png. The PDF and tables are also logged on the study's parent MLflow run,
+    under report/ (replacing an earlier build's).
 
     \b
     Example:  harness report asam-vs-adamw --preset cpu
               harness report asam-vs-adamw --preset cpu --format pdf --methods adamw,asam
     """
-    from pathlib import Path
-
     from harness.report import build_report
 
-    if Path(study).suffix in (".yaml", ".yml"):
-        from harness.config import load_study
-
-        study = load_study(study).name
-    folder = build_report(study, preset, out, formats, methods, shifts, tracking_uri, storage)
+    folder = build_report(_study_name(study), preset, out, formats, methods, shifts,
+                          tracking_uri, storage)
     click.echo(f"report written to {folder}")
 
 

@@ -22,6 +22,7 @@ from harness import interrupt
 
 GRACE_S = 5.0  # between SIGTERM and SIGKILL: servers close their stores in well under that
 READY_TIMEOUT_S = 300.0  # a server's first start on a busy 2-core machine can take a minute
+WILDCARDS = ("0.0.0.0", "::", "")  # bind addresses meaning "every interface"
 
 
 def run_group(command: Sequence[str], on_ready: Callable[[], None] | None = None, *,
@@ -111,6 +112,11 @@ def wait_for_port(host: str, port: int, alive: Callable[[], bool] = lambda: True
             return True
         time.sleep(0.25)
     return False
+
+
+def connect_host(host: str) -> str:
+    """Where this machine reaches a server bound to `host`: loopback for a wildcard."""
+    return "127.0.0.1" if host in WILDCARDS else host
 
 
 def port_open(host: str, port: int) -> bool:

@@ -474,3 +474,25 @@ def test_a_mark_appears_where_the_corrected_test_can_reach_it(recorded):
     assert "*" in summary.headline(ctx)[0]
     words = " ".join(b for b in section.blocks if isinstance(b, str))
     assert "can be marked significant" not in words
+
+
+def _artifact_files(client, run_id: str, path: str) -> set[str]:
+    files = set()
+    for info in client.list_artifacts(run_id, path):
+        files |= _artifact_files(client, run_id, info.path) if info.is_dir else {info.path}
+    return files
+
+
+def test_report_pdf_and_tables_are_logged_on_the_parent_run_and_replaced(handmade, tmp_path):
+    client, folder = tracking_client(), schema.REPORT_DIR
+    parent_id = handmade.parent["run_id"]
+    out = build_report(HAND, out=tmp_path / "first", formats=["pdf", "csv"])
+    tables = sorted((out / "tables").glob("*.csv"))
+    assert tables and _artifact_files(client, parent_id, folder) == {
+        f"{folder}/report.pdf", *(f"{folder}/tables/{p.name}" for p in tables)}
+    logged = client.download_artifacts(parent_id, f"{folder}/report.pdf", str(tmp_path))
+    assert open(logged, "rb").read() == (out / "report.pdf").read_bytes()
+    # a rebuild replaces them: nothing of the first build is left beside the new tables
+    out = build_report(HAND, out=tmp_path / "second", formats=["md"])
+    assert _artifact_files(client, parent_id, folder) == {
+        f"{folder}/tables/{p.name}" for p in (out / "tables").glob("*.md")}

@@ -45,6 +45,7 @@ from harness.model import build_model
 from harness.optim import Hparams, get_method
 from harness.tracking import schema
 from harness.tracking.mlflow_log import flatten, log_metrics, log_params, runs_with_tags
+from harness.tracking.notes import describe_study
 from harness.tracking.store import get_experiment_id, optuna_storage, tracking_client
 from harness.train.loop import TrainingDiverged
 
@@ -270,6 +271,7 @@ def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: st
     experiment_id = get_experiment_id(client, cfg.name)
     ctx = StudyContext(cfg, optuna_storage(storage_url), client, experiment_id,
                        _parent_run(client, experiment_id, cfg), progress)
+    describe_study(client, experiment_id, ctx.parent_run_id, cfg.description, cfg.preset)
     total = (len(cfg.methods) * (cfg.tuning.trials_per_method * len(tuning_seeds(cfg))
                                  + len(cfg.final_seeds)) + len(cfg.ensembles))
     bar = tqdm(total=total, desc=f"study {study_key(cfg)}", disable=not progress)

@@ -1,11 +1,14 @@
 """`harness report`: turn what a study recorded (MLflow runs, Optuna trials) into a report.
 
-Reads only — nothing is retrained. `build_report` writes into one folder:
+Reads what was recorded — nothing is retrained. `build_report` writes into one folder:
 
 - `report.pdf` — multi-page vector PDF, one section per `SECTION_TITLES` entry;
 - `tables/<name>.csv|.md|.tex` — every table (CSV: numbers with CI bounds in their own
   columns; Markdown and booktabs LaTeX: formatted as in the PDF);
 - `figures/<name>.png` — every figure.
+
+The PDF and the tables are also logged on the study's parent MLflow run, under `report/`
+(replacing what an earlier build put there), so they are found next to the runs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from harness.report.sections import provenance as provenance_section
 from harness.report.sections import summary
 from harness.report.sections.base import Context, ShiftFilter
 from harness.report.style import display_name, method_colors, report_style
+from harness.tracking import schema
+from harness.tracking.mlflow_log import replace_artifacts
 
 SECTION_TITLES = TITLES
 _SHARPNESS_AWARE = ", ".join(m.display for m in METHODS.values() if m.sharpness_aware)
@@ -110,6 +115,11 @@ def build_report(study: str, preset: str | None = None, out: str | Path | None =
                                  "Author": "harness report", "Subject": QUESTION,
                                  "Keywords": f"{data.name}, {', '.join(ctx.methods)}"},
                        created=created)
+    published = sorted(p for p in written if p.parent == folder / "tables")
+    if "pdf" in chosen:
+        published.append(folder / "report.pdf")
+    replace_artifacts(data.client, data.parent["run_id"],
+                      {p.relative_to(folder).as_posix(): p for p in published}, schema.REPORT_DIR)
     return folder
 
 

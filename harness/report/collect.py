@@ -22,7 +22,8 @@ from harness.errors import HarnessError
 from harness.report.mlflow_read import read_artifact, runs_frame
 from harness.tracking import schema
 from harness.tracking.schema import metric_column, tag_column
-from harness.tracking.store import default_storage_url, default_tracking_uri, local_file
+from harness.tracking.store import default_storage_url, default_tracking_uri
+from harness.tracking.studies import not_recorded, recorded_experiment, recorded_key, require_store
 
 REFERENCE = "adamw"
 # how a run ended, beyond harness.status: interrupted (KILLED), still running, or failed
@@ -86,12 +87,6 @@ class StudyData:
         return "its final runs have not finished"
 
 
-def _require_store(uri: str, what: str) -> None:
-    path = local_file(uri)
-    if path is not None and not path.is_file():
-        raise HarnessError(f"no {what} at {path} (set HARNESS_HOME or pass the URI)")
-
-
 def _parent(client: MlflowClient, experiment_id: str, name: str, preset: str | None,
             uri: str) -> tuple[pd.Series, pd.DataFrame]:
     runs = runs_frame(client, [experiment_id])
@@ -99,17 +94,10 @@ def _parent(client: MlflowClient, experiment_id: str, name: str, preset: str | N
     role = runs.get(tag_column(schema.ROLE), pd.Series(dtype=object))
     parents = runs[role == schema.ROLE_STUDY]
     keys = sorted(set(parents.get(key_col, pd.Series(dtype=object))))
-    if preset is not None:
-        key = schema.study_key(name, preset)
-    elif len(keys) == 1 or name in keys:
-        key = keys[0] if len(keys) == 1 else name
-    else:
-        raise HarnessError(f"study {name!r} was recorded with several presets "
-                           f"({', '.join(keys) or 'none'}); pass --preset")
+    key = recorded_key(name, preset, keys)
     mine = parents[parents[key_col] == key] if keys else parents.iloc[:0]
     if mine.empty:
-        raise HarnessError(f"study {key!r} is not recorded in {uri} (recorded: "
-                           f"{', '.join(keys) or 'none'})")
+        raise not_recorded(key, keys, uri)
     return mine.sort_values("start_time").iloc[0], runs
 
 
@@ -178,14 +166,10 @@ def load_study_data(study: str, preset: str | None = None, tracking_uri: str | N
     AdamW reference stays available for ratios and Δ either way.
     """
     uri = tracking_uri or default_tracking_uri()
-    _require_store(uri, "MLflow store")
+    require_store(uri, "MLflow store")
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(study)
-    if experiment is None:
-        names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
-        raise HarnessError(f"no study {study!r} recorded in {uri} (recorded: "
-                           f"{', '.join(names) or 'none'})")
-    parent, all_runs = _parent(client, experiment.experiment_id, study, preset, uri)
+    experiment_id = recorded_experiment(client, study, uri)
+    parent, all_runs = _parent(client, experiment_id, study, preset, uri)
     key = parent[tag_column(schema.STUDY_KEY)]
     preset_name = parent.get(tag_column(schema.PRESET)) or ""
     runs = _tidy(all_runs, parent, study, preset_name, schema.RUN_ROLES)

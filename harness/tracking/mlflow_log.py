@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -91,3 +92,22 @@ def runs_with_tags(client: MlflowClient, experiment_ids: Iterable[str],
                    tags: dict[str, str]) -> list:
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     return client.search_runs(list(experiment_ids), filter_string=query, max_results=10_000)
+
+
+def replace_artifacts(client: MlflowClient, run_id: str, files: dict[str, Path],
+                      artifact_path: str) -> None:
+    """Make folder `artifact_path` of the run hold exactly `files` ({name under it: local
+    file}): whatever an earlier upload left there is deleted first, so nothing stale stays
+    next to the new files."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    if client.list_artifacts(run_id, artifact_path):
+        repository = get_artifact_repository(client.get_run(run_id).info.artifact_uri,
+                                             tracking_uri=client.tracking_uri)
+        repository.delete_artifacts(artifact_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, source in files.items():
+            target = Path(tmp) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        client.log_artifacts(run_id, tmp, artifact_path)

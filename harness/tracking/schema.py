@@ -97,6 +97,8 @@ STUDY_ARTIFACT = "study.yaml"  # the parent run's study config
 MODEL_DIR, MODEL_FILE = "model", "state_dict.pt"
 MODEL_ARTIFACT = f"{MODEL_DIR}/{MODEL_FILE}"
 SHIFTS_ARTIFACT = "shifts.csv"
+# the parent run's copy of the latest `harness report`: report.pdf and tables/*.csv|md|tex
+REPORT_DIR = "report"
 # per-mask clean scores of one split (columns: mask, image, iou, dice, biou), in mask order:
 # every run of a study scores the same masks in the same order, so rows pair across runs
 SCORES_DIR = "scores"

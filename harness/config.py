@@ -115,10 +115,19 @@ class DataConfig:
     min_area: int = 16  # instances with fewer pixels after the resize are dropped (counted)
     categories: list[str] = field(default_factory=list)  # coco: keep these categories only
     max_images: int | None = None  # per split: a fixed pseudo-random subset; None: all
+    # Loose box prompts: each side pushed out by box_margin × the box side, plus
+    # box_margin_noise × side × N(0, 1) (never inward), drawn once per split from data.seed.
+    # Tight boxes nearly imply a blob's mask (an ellipse in the box scores high without the
+    # image); loose ones leave the object's extent to be found in the image.
+    box_margin: float = 0.0
+    box_margin_noise: float = 0.0
 
     def validate(self, fail: Fail) -> None:
         if self.source not in SOURCES:
             fail("data.source", f"is {self.source!r}; choose one of {', '.join(SOURCES)}")
+        for key in ("box_margin", "box_margin_noise"):
+            if not 0 <= getattr(self, key) <= 2:
+                fail(f"data.{key}", "must be between 0 and 2 (a fraction of the box side)")
         for key, message in SOURCES[self.source].problems(self):
             fail(f"data.{key}", message)
 

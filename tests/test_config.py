@@ -20,9 +20,13 @@ def test_shipped_study_loads_with_every_preset():
         assert cfg.preset == preset
     smoke = load_study("asam-vs-adamw", "smoke")
     assert smoke.model.preset == "tiny-64" and smoke.data.image_size == 64
-    # deep merge: the preset changed data sizes and domain but kept the rest of the base's
-    assert smoke.data.max_objects == 3 and smoke.data.seed == 0 and smoke.data.domain == "glyphs"
-    assert smoke.model.base.domain == "shapes"  # fine-tuned from a base of another domain
+    # deep merge: the preset changed data sizes but kept the rest of the base's
+    assert smoke.data.max_objects == 3 and smoke.data.seed == 0 and smoke.data.domain == "lesions"
+    assert smoke.data.box_margin == 0.25  # loose prompts: the box alone does not give the mask
+    for preset in ("smoke", None):  # fine-tuned from a base of another domain, never from scratch
+        assert load_study("asam-vs-adamw", preset).model.base.domain == "shapes"
+    for preset in ("litemedsam", "gpu"):  # pretrained presets start from their own weights
+        assert load_study("asam-vs-adamw", preset).model.base is None
 
 
 @pytest.mark.parametrize("study", ["asam-vs-adamw", "optimizers-under-shift", "rho-sweep",

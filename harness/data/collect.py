@@ -196,8 +196,8 @@ def assemble(name: str, decoded: Iterator[tuple[str, Decoded]], size: int, min_a
         raise HarnessError(f"{what}: no instance keeps data.min_area = {min_area} pixels at "
                            f"data.image_size = {size} (dropped {dropped} instances)")
     dataset = SourceDataset(np.stack(images), np.concatenate(masks),
-                            np.asarray(owner, dtype=np.int64), name, tuple(ids), dropped,
-                            dropped_images)
+                            np.asarray(owner, dtype=np.int64), name, image_ids=tuple(ids),
+                            dropped=dropped, dropped_images=dropped_images)
     report(dataset, min_area)
     return dataset
 
@@ -257,8 +257,8 @@ def read(path: Path, name: str) -> SourceDataset:
     with np.load(path, allow_pickle=False) as f:
         masks = np.unpackbits(f["masks"], axis=-1, count=int(f["width"])).view(bool)
         return SourceDataset(f["images"], masks, f["owner"], name,
-                             tuple(str(s) for s in f["ids"]), int(f["dropped"]),
-                             int(f["dropped_images"]))
+                             image_ids=tuple(str(s) for s in f["ids"]),
+                             dropped=int(f["dropped"]), dropped_images=int(f["dropped_images"]))
 
 
 def cached(cache_dir: Path | None, stem: str, key, name: str,

@@ -81,7 +81,9 @@ def load_split(data: "DataConfig", split: str, cache_dir: Path | None = None) ->
     if data.source not in SOURCES:
         raise HarnessError(f"unknown data source {data.source!r}; choose one of "
                            f"{', '.join(SOURCES)}")
-    return SOURCES[data.source].load(data, split, cache_dir or default_cache_dir())
+    dataset = SOURCES[data.source].load(data, split, cache_dir or default_cache_dir())
+    return dataset.loosened(data.box_margin, data.box_margin_noise,
+                            seed=data.seed + SPLIT_OFFSETS[split])
 
 
 def load_splits(data: "DataConfig", splits=SPLITS,

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import torch
 
-from harness.data import SegDataset, interior_points, jitter_boxes, mask_boxes
+from harness.data import SegDataset, interior_points, jitter_boxes
 from harness.evaluate.metrics import batch_boundary_iou, batch_dice, batch_iou
 from harness.model import encode_images, predict_from_embeddings
 from harness.model.embeddings import as_tensor, stored_embeddings
@@ -20,12 +20,13 @@ PROMPTS = ("box", "point")
 
 def dataset_prompts(dataset: SegDataset, prompt: str = "box", box_jitter: float = 0.0,
                     seed: int = 0) -> np.ndarray:
-    """Prompts for every instance: boxes (K, 4), jittered when `box_jitter` > 0, or points (K, 2)."""
+    """Prompts for every instance: the dataset's boxes (K, 4), jittered when `box_jitter` > 0,
+    or points (K, 2)."""
     if prompt == "point":
         return interior_points(dataset.masks)
     if prompt != "box":
         raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
-    return jitter_boxes(mask_boxes(dataset.masks), np.random.default_rng(seed), box_jitter,
+    return jitter_boxes(dataset.boxes, np.random.default_rng(seed), box_jitter,
                         image_size=dataset.image_size)
 
 

@@ -61,15 +61,6 @@ CELL_METRICS = ("miou", "biou")
 # --------------------------------------------------------------------------- the table
 
 
-def first_images(dataset: SegDataset, n: int | None) -> SegDataset:
-    """The first ``n`` images of ``dataset`` with their masks (the dataset itself if ≤ n)."""
-    if n is None or n >= len(dataset.images):
-        return dataset
-    keep = dataset.owner < n  # owner is sorted, but a mask keeps its image whatever the order
-    return SegDataset(dataset.images[:n], dataset.masks[keep], dataset.owner[keep],
-                      f"{dataset.name}-first{n}")
-
-
 @dataclass(frozen=True)
 class _Cell:
     """One row to compute: which data (built when evaluated) and which prompts."""
@@ -95,7 +86,7 @@ def _corrupted(clean: SegDataset, images: np.ndarray, name: str) -> SegDataset:
 def _domain_test(cfg: StudyConfig, domain: str, cache_dir: Path) -> SegDataset:
     """Another domain's test split, made like the study's own and cut like the clean row."""
     split = load_split(domain_data(cfg.data, domain), "test", cache_dir)
-    return first_images(split, cfg.evaluate.shift_images)
+    return split.first_images(cfg.evaluate.shift_images)
 
 
 def _plan(cfg: StudyConfig, clean: SegDataset, plan: dict, cache_dir: Path,
@@ -134,8 +125,8 @@ def _cell_scores(model: torch.nn.Module, cell: _Cell, data: SegDataset, cfg: Stu
     """Per-mask scores of one cell: read back when these weights scored this cell before."""
     batch_size = cfg.train.eval_batch_size
     device = next(model.parameters()).device.type
-    identity = (f"{data.fingerprint}|{cell.prompt}|{cell.box_jitter!r}|{cfg.data.seed}|"
-                f"{batch_size}|{device}")
+    identity = (f"{data.fingerprint}|{data.boxes_digest}|{cell.prompt}|{cell.box_jitter!r}|"
+                f"{cfg.data.seed}|{batch_size}|{device}")
     scores = cache.get(identity) if cache is not None else None
     if scores is None:
         pred = predict_dataset(model, data, cell.prompt, cell.box_jitter, seed=cfg.data.seed,
@@ -165,7 +156,8 @@ def evaluate_shifts(model: torch.nn.Module, cfg: StudyConfig, test: SegDataset,
     n_masks    how many masks the cell scored
     ========== ===============================================================================
 
-    Prompts are tight boxes except on the prompt rows. Every box-jitter level draws the same
+    Prompts are the dataset's boxes (tight, or loose per ``data.box_margin``) except on the
+    prompt rows, which jitter those boxes or click the mask. Every box-jitter level draws the same
     noise (seeded with ``cfg.data.seed``) scaled by its level, so levels differ by the noise
     size alone. Same model, config and data → the same table, bit for bit.
 
@@ -175,7 +167,7 @@ def evaluate_shifts(model: torch.nn.Module, cfg: StudyConfig, test: SegDataset,
     from tqdm.auto import tqdm
 
     plan = resolve_shifts(cfg.evaluate.shifts if shifts is None else shifts)
-    clean = first_images(test, cfg.evaluate.shift_images)
+    clean = test.first_images(cfg.evaluate.shift_images)
     cache = ScoreCache(cache_dir, model) if reuse_scores else None
     rows = []
     for cell in tqdm(_plan(cfg, clean, plan, Path(cache_dir), progress), desc="shifts",
@@ -241,6 +233,6 @@ def shift_metrics(table: pd.DataFrame) -> dict[str, float]:
 
 
 __all__ = [
-    "CELL_METRICS", "COLUMNS", "KINDS", "SHIFT_GROUPS", "evaluate_shifts", "first_images",
+    "CELL_METRICS", "COLUMNS", "KINDS", "SHIFT_GROUPS", "evaluate_shifts",
     "resolve_shifts", "shift_metrics",
 ]

@@ -48,6 +48,8 @@ def base_key(cfg: StudyConfig) -> str:
         "preset": cfg.model.preset, "base": dataclasses.asdict(cfg.model.base),
         "image_size": cfg.data.image_size, "max_objects": cfg.data.max_objects,
         "data_seed": cfg.data.seed, "generator": synthetic.GENERATOR_VERSION,
+        # the base is trained with the study's prompts (tight or loose boxes)
+        "box_margin": [cfg.data.box_margin, cfg.data.box_margin_noise],
         "train": {k: getattr(cfg.train, k) for k in (
             "box_jitter", "point_prompts", "max_points", "warmup_steps", "grad_clip")},
         "version": BASE_VERSION,

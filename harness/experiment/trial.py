@@ -21,7 +21,7 @@ from harness.config import StudyConfig, dump_yaml, hparams_of
 from harness.data import SegDataset
 from harness.data.sources import load_splits
 from harness.evaluate.segment import evaluate_dataset, mean_scores, timed_scores
-from harness.evaluate.shifts import evaluate_shifts, first_images, shift_metrics
+from harness.evaluate.shifts import evaluate_shifts, shift_metrics
 from harness.experiment.base import starting_weights
 from harness.experiment.costs import PeakMemory
 from harness.experiment.outcome import recorded_outcome
@@ -201,7 +201,7 @@ def evaluate_extras(cfg: StudyConfig, model: torch.nn.Module, splits: dict[str, 
         for name, df in report.tables.items():
             log_file(client, run_id, lambda p, d=df: d.to_csv(p, index=False), name,
                      schema.PROBES_DIR)
-        train_probe = first_images(splits["train"], len(splits["test"].images))
+        train_probe = splits["train"].first_images(len(splits["test"].images))
         train_miou = evaluate_dataset(model, train_probe, batch_size=cfg.train.eval_batch_size,
                                       boundary=False)["miou"]
         metrics[schema.TRAIN_MIOU] = train_miou

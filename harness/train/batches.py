@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.data import SegDataset, jitter_boxes, mask_boxes
+from harness.data import SegDataset, jitter_boxes
 from harness.model import encode_images, predict_from_embeddings
 from harness.model.embeddings import as_tensor
 from harness.train.losses import segmentation_loss
@@ -72,13 +72,13 @@ def make_batch(dataset: SegDataset, image_ids: np.ndarray,
                rng: np.random.Generator | None = None, box_jitter: float = 0.0,
                embeddings: np.ndarray | None = None, point_fraction: float = 0.0,
                max_points: int = 3) -> Batch:
-    """Images `image_ids` of `dataset` with every instance's (jittered, if rng) box prompt,
-    a `point_fraction` of them prompted by clicks instead (needs rng), and their rows of
-    `embeddings` (the whole dataset's, from a store) when given."""
+    """Images `image_ids` of `dataset` with every instance's box prompt (the dataset's, then
+    jittered if rng), a `point_fraction` of them prompted by clicks instead (needs rng), and
+    their rows of `embeddings` (the whole dataset's, from a store) when given."""
     image_ids = np.asarray(image_ids)
     instances = np.flatnonzero(np.isin(dataset.owner, image_ids))
     masks = dataset.masks[instances]
-    boxes = mask_boxes(masks)
+    boxes = dataset.boxes[instances]
     if rng is not None and box_jitter > 0:
         boxes = jitter_boxes(boxes, rng, box_jitter, image_size=dataset.image_size)
     points = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 from mlflow.tracking import MlflowClient
 
@@ -28,6 +29,7 @@ from harness.evaluate.segment import predict_dataset
 from harness.experiment.costs import PeakMemory
 from harness.experiment.ondemand import load_logged_model
 from harness.experiment.outcome import recorded_outcome
+from harness.experiment.supersede import current
 from harness.experiment.trial import clean_metrics, evaluate_extras, study_tags
 from harness.tracking import schema
 from harness.tracking.mlflow_log import log_metrics, log_params, runs_with_tags
@@ -50,24 +52,19 @@ def ensemble_key(cfg: StudyConfig, name: str) -> str:
 
 def member_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, method: str,
                 seeds: list[int]) -> dict[int, object]:
-    """{seed: finished final run of `method`} for the seeds that have one."""
-    runs = runs_with_tags(client, [experiment_id], {
+    """{seed: finished, current final run of `method`} for the seeds that have one."""
+    runs = current(runs_with_tags(client, [experiment_id], {
         schema.PARENT_RUN: parent_run_id, schema.ROLE: schema.ROLE_TRIAL, schema.METHOD: method,
-        schema.PHASE: schema.PHASE_FINAL, schema.STATUS: schema.STATUS_OK})
+        schema.PHASE: schema.PHASE_FINAL, schema.STATUS: schema.STATUS_OK}))
     by_seed = {int(r.data.tags[schema.SEED]): r for r in runs if r.info.status == "FINISHED"}
     return {s: by_seed[s] for s in seeds if s in by_seed}
 
 
-def run_ensemble(cfg: StudyConfig, name: str, client: MlflowClient, experiment_id: str,
-                 parent_run_id: str, progress: bool = True) -> dict[str, float] | None:
-    """Evaluate ensemble `name` of the study and record it; None when it exists already or
-    members are missing (then the parent run gets tag ``harness.no_final.<name>``)."""
+def ensemble_members(cfg: StudyConfig, name: str, client: MlflowClient, experiment_id: str,
+                     parent_run_id: str) -> list | None:
+    """The member runs of ensemble `name`, in seed order; None when some are missing (then
+    the parent run gets tag ``harness.no_final.<name>``)."""
     ens = cfg.ensembles[name]
-    key = ensemble_key(cfg, name)
-    if runs_with_tags(client, [experiment_id], {
-            schema.PARENT_RUN: parent_run_id, schema.ROLE: schema.ROLE_ENSEMBLE,
-            schema.ENSEMBLE_KEY: key, schema.STATUS: schema.STATUS_OK}):
-        return None
     seeds = ensemble_seeds(cfg, name)
     members = member_runs(client, experiment_id, parent_run_id, ens.members, seeds)
     missing = [s for s in seeds if s not in members]
@@ -76,7 +73,33 @@ def run_ensemble(cfg: StudyConfig, name: str, client: MlflowClient, experiment_i
                        f"no finished {ens.members} final run for seed(s) "
                        f"{', '.join(map(str, missing))}")
         return None
-    ids = [members[s].info.run_id for s in seeds]
+    return [members[s] for s in seeds]
+
+
+def recorded_ensemble(cfg: StudyConfig, name: str, client: MlflowClient, experiment_id: str,
+                      parent_run_id: str):
+    """The current, successful run of ensemble `name` (its members and aggregation as
+    configured), or None."""
+    runs = current(runs_with_tags(client, [experiment_id], {
+        schema.PARENT_RUN: parent_run_id, schema.ROLE: schema.ROLE_ENSEMBLE,
+        schema.ENSEMBLE_KEY: ensemble_key(cfg, name), schema.STATUS: schema.STATUS_OK}))
+    return runs[0] if runs else None
+
+
+def run_ensemble(cfg: StudyConfig, name: str, client: MlflowClient, experiment_id: str,
+                 parent_run_id: str, progress: bool = True,
+                 on_run_created: Callable[[str], None] | None = None) -> dict[str, float] | None:
+    """Evaluate ensemble `name` of the study and record it; None when it exists already or
+    members are missing (then the parent run gets tag ``harness.no_final.<name>``).
+    `on_run_created(run_id)` is called as soon as its run exists."""
+    if recorded_ensemble(cfg, name, client, experiment_id, parent_run_id) is not None:
+        return None
+    members = ensemble_members(cfg, name, client, experiment_id, parent_run_id)
+    if members is None:
+        return None
+    seeds = ensemble_seeds(cfg, name)
+    key = ensemble_key(cfg, name)
+    ids = [r.info.run_id for r in members]
     run = client.create_run(experiment_id, tags={
         schema.PARENT_RUN: parent_run_id, schema.RUN_NAME: f"{name}-k{len(ids)}",
         **study_tags(cfg), schema.METHOD: name, schema.PHASE: schema.PHASE_FINAL,
@@ -87,8 +110,9 @@ def run_ensemble(cfg: StudyConfig, name: str, client: MlflowClient, experiment_i
             for s, i in zip(seeds, ids)),
     })
     with recorded_outcome(client, run.info.run_id):
-        return _evaluate(cfg, name, seeds, [members[s] for s in seeds], client,
-                         run.info.run_id, progress)
+        if on_run_created is not None:
+            on_run_created(run.info.run_id)
+        return _evaluate(cfg, name, seeds, members, client, run.info.run_id, progress)
 
 
 def _evaluate(cfg: StudyConfig, name: str, seeds: list[int], members: list,

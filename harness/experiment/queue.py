@@ -13,6 +13,10 @@ the same for every method, and no trial exists that is not real work.
   dead worker) is queued by whichever worker notices.
 - An interrupted worker hands its slot back (queues it again) before failing its trial, so
   no one ever sees the slot without a live trial and queues it twice.
+- A slot is taken only by a trial queued with the attrs the slot has *now*. When a slot's
+  work changes (a final seed of a method whose best tuned configuration changed), its
+  finished trials stay as they are, no longer current, and the slot is queued again; a
+  trial still waiting with the old attrs is withdrawn (FAIL, reason in ``fail_reason``).
 - A killed worker cannot: its trial stays RUNNING. Workers prove they are alive with a
   heartbeat — the storage's own on RDB storages, a timestamp user attr on journal files — and
   a RUNNING trial whose heartbeat is older than the grace period is failed, freeing its slot.
@@ -21,6 +25,7 @@ the same for every method, and no trial exists that is not real work.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 import warnings
@@ -65,8 +70,15 @@ def queued_study(storage: optuna.storages.BaseStorage, name: str,
         while (schema.ATTR_QUEUED not in storage.get_study_user_attrs(_study_id(storage, study))
                and time.monotonic() < deadline):
             time.sleep(0.2)  # its creator is queueing the slots right now
-    taken = {t.user_attrs.get(schema.ATTR_SLOT)
-             for t in study.get_trials(deepcopy=False, states=LIVE)}
+    plan = {slot: _canonical(attrs) for slot, attrs in slots.items()}
+    taken = set()
+    for frozen in study.get_trials(deepcopy=False, states=LIVE):
+        slot = frozen.user_attrs.get(schema.ATTR_SLOT)
+        if slot in plan and queued_attrs(frozen) == plan[slot]:
+            taken.add(slot)
+        elif frozen.state == TrialState.WAITING:
+            withdraw(storage, study, frozen.number, "withdrawn: its slot's work changed "
+                     "before it ran (or the slot is no longer planned)")
     for slot, attrs in slots.items():
         if slot not in taken:
             enqueue(study, slot, attrs)
@@ -85,6 +97,41 @@ def enqueue(study: optuna.Study, slot: Any, attrs: dict) -> None:
         schema.ATTR_QUEUED_PARAMS: params})
 
 
+def queued_attrs(trial: optuna.trial.FrozenTrial | optuna.Trial) -> dict:
+    """The attrs `trial` was queued with, as :func:`enqueue` took them (``PARAMS`` always
+    present): what a retry of its slot inherits, and what says which work it is."""
+    user = trial.user_attrs
+    attrs = {k: user[k] for k in user.get(schema.ATTR_QUEUED_WITH, ()) if k in user}
+    attrs[PARAMS] = user.get(schema.ATTR_QUEUED_PARAMS, {})
+    return attrs
+
+
+def _canonical(attrs: dict) -> dict:
+    """`attrs` as the storage gives them back (JSON: tuples become lists), ``PARAMS``
+    always present: comparable with :func:`queued_attrs`."""
+    return json.loads(json.dumps({PARAMS: {}, **attrs}))
+
+
+def withdraw(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int,
+             reason: str) -> bool:
+    """Fail queued trial `number` before anyone runs it; whether this worker did. It is
+    claimed first, so a trial another worker has just started is never failed under it."""
+    trial_id = _take(storage, _study_id(storage, study), number)
+    if trial_id is None:
+        return False
+    storage.set_trial_user_attr(trial_id, schema.ATTR_FAIL_REASON, reason)
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    return True
+
+
+def _take(storage: optuna.storages.BaseStorage, study_id: int, number: int) -> int | None:
+    """Move trial `number` from WAITING to RUNNING; its id if this worker did."""
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    try:
+        return trial_id if storage.set_trial_state_values(trial_id, TrialState.RUNNING) else None
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return None
+
 
 def claim(storage: optuna.storages.BaseStorage, study: optuna.Study) -> optuna.Trial | None:
     """A queued trial of `study` that this worker now owns (RUNNING), or None when none is
@@ -93,12 +140,9 @@ def claim(storage: optuna.storages.BaseStorage, study: optuna.Study) -> optuna.T
     study_id = _study_id(storage, study)
     for frozen in storage.get_all_trials(study_id, deepcopy=False,
                                          states=(TrialState.WAITING,)):
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-        try:
-            if storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                return optuna.Trial(study, trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+        trial_id = _take(storage, study_id, frozen.number)
+        if trial_id is not None:
+            return optuna.Trial(study, trial_id)
     return None
 
 
@@ -111,8 +155,7 @@ def run_queued(storage: optuna.storages.BaseStorage, study: optuna.Study,
     ran = 0
     while (trial := claim(storage, study)) is not None:
         slot = trial.user_attrs[schema.ATTR_SLOT]
-        attrs = {k: trial.user_attrs[k] for k in trial.user_attrs[schema.ATTR_QUEUED_WITH]}
-        attrs[PARAMS] = trial.user_attrs.get(schema.ATTR_QUEUED_PARAMS, {})
+        attrs = queued_attrs(trial)
         try:
             with heartbeat(storage, trial):
                 value = work(trial)

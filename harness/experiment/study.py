@@ -8,7 +8,13 @@ Protocol
   (COMPLETE, or PRUNED when training diverged — a divergence is a result and uses budget),
   however many workers share the study.
 - phase `final`: for each method, its best tuned config × every seed in `final_seeds`, in
-  `<key>/final/<method>`; these runs are the ones compared on the test split.
+  `<key>/final/<method>`; these runs are the ones compared on the test split. Each final
+  trial and run names the tuning trial whose hyperparameters it trained with (user attr
+  `tune_trial`, tag `harness.tune_trial`). When the best tuning trial changes (a larger
+  budget found a better one), the finals are trained again from the new best and the old
+  ones are kept but superseded (:mod:`harness.experiment.supersede`), their ensembles too.
+- ensembles: each is one queued trial in `<key>/ensemble/<name>`, so exactly one worker
+  evaluates it; its slot names its member runs, so new members make it run again.
 
 Both phases are work queues (:mod:`harness.experiment.queue`): each tuning slot and each
 final seed is one queued Optuna trial that exactly one worker claims and runs; an interrupted
@@ -38,8 +44,9 @@ from harness.config import StudyConfig, dump_yaml
 from harness.errors import HarnessError
 from harness.experiment import queue
 from harness.experiment.base import starting_weights
-from harness.experiment.ensemble import run_ensemble
+from harness.experiment.ensemble import ensemble_members, recorded_ensemble, run_ensemble
 from harness.experiment.reference import reference_names, reference_runs
+from harness.experiment.supersede import current, supersede_finals
 from harness.experiment.trial import TrialSpec, method_hparams, run_trial, study_tags
 from harness.model import build_model
 from harness.optim import Hparams, get_method
@@ -91,11 +98,12 @@ def _suggest(trial: optuna.Trial, cfg: StudyConfig, method: str) -> Hparams:
 
 
 def _run(ctx: StudyContext, trial: optuna.Trial, method: str, phase: str, seed: int,
-         hparams: Hparams, bar: tqdm) -> float:
-    """One trial's MLflow run; its validation mIoU, or TrialPruned when training diverged."""
+         hparams: Hparams, bar: tqdm, tags: dict[str, str] | None = None) -> float:
+    """One trial's MLflow run (with `tags` besides the usual); its validation mIoU, or
+    TrialPruned when training diverged."""
     interrupt.check()
     spec = TrialSpec(method, hparams, seed, phase, trial.number,
-                     tags={schema.OPTUNA_STUDY: trial.study.study_name})
+                     tags={schema.OPTUNA_STUDY: trial.study.study_name, **(tags or {})})
     try:
         metrics = run_trial(
             ctx.cfg, spec, ctx.client, ctx.experiment_id, ctx.parent_run_id,
@@ -180,6 +188,11 @@ def _tune(ctx: StudyContext, method: str, bar: tqdm) -> optuna.Study:
                        prepare)
 
 
+def tuning_budget(cfg: StudyConfig, method: str) -> int:
+    """How many tuning trials `method` gets: ``trials_per_method``, or its grid's size."""
+    return len(_tuning_slots(cfg, method))
+
+
 def _tuning_slots(cfg: StudyConfig, method: str) -> dict[int, dict]:
     """The tuning budget as slots: TPE samples each trial; a grid fixes each to one point."""
     if cfg.tuning.sampler != "grid":
@@ -196,31 +209,60 @@ def _final(ctx: StudyContext, method: str, tuned: optuna.Study, bar: tqdm) -> No
         ctx.client.set_tag(ctx.parent_run_id, schema.no_final(method),
                            "every tuning trial diverged")
         return
-    best = max(complete, key=lambda t: t.value)
+    best = max(complete, key=lambda t: t.value)  # ties: the earlier trial
     hparams = get_method(method).from_dict(best.user_attrs[schema.ATTR_HPARAMS])
 
     def prepare(study: optuna.Study) -> None:
         _label(study, ctx, schema.PHASE_FINAL, method)
         study.set_user_attr(schema.ATTR_BEST_TUNE_TRIAL, best.number)
+        superseded = supersede_finals(ctx.client, ctx.experiment_id, ctx.parent_run_id,
+                                      method, best.number)
+        if superseded:
+            bar.write(f"{method}: tuning trial #{best.number} is the best now; "
+                      f"{len(superseded)} final/ensemble run(s) of the previous best are "
+                      "superseded and trained again")
 
     def work(trial: optuna.Trial) -> float:
+        # a trial's own attrs say what it trains: the weights and their provenance agree
         return _run(ctx, trial, method, schema.PHASE_FINAL, trial.user_attrs[schema.ATTR_SEED],
-                    get_method(method).from_dict(trial.user_attrs[schema.ATTR_HPARAMS]), bar)
+                    get_method(method).from_dict(trial.user_attrs[schema.ATTR_HPARAMS]), bar,
+                    tags={schema.TUNE_TRIAL: str(trial.user_attrs.get(schema.ATTR_TUNE_TRIAL))})
 
-    slots = {seed: {schema.ATTR_SEED: seed, schema.ATTR_HPARAMS: hparams.as_dict()}
+    # the tuning trial is part of the slot's work: a new best queues every seed again
+    slots = {seed: {schema.ATTR_SEED: seed, schema.ATTR_HPARAMS: hparams.as_dict(),
+                    schema.ATTR_TUNE_TRIAL: best.number}
              for seed in ctx.cfg.final_seeds}
     queue.drain(ctx.storage, optuna_name(ctx.cfg, schema.PHASE_FINAL, method), slots, work,
                 prepare)
+    # a worker started with a smaller budget (an older best) may have finished one since
+    supersede_finals(ctx.client, ctx.experiment_id, ctx.parent_run_id, method, best.number)
 
 
 def _ensemble(ctx: StudyContext, name: str, bar: tqdm) -> None:
-    metrics = run_ensemble(ctx.cfg, name, ctx.client, ctx.experiment_id, ctx.parent_run_id,
-                           ctx.progress)
+    """Ensemble `name` evaluated once, by one worker: a queued trial whose slot names the
+    member runs (new members after a change of best make it a new slot)."""
+    members = ensemble_members(ctx.cfg, name, ctx.client, ctx.experiment_id,
+                               ctx.parent_run_id)
     bar.update()
-    if metrics is not None:
+    if members is None:
+        return
+
+    def work(trial: optuna.Trial) -> float:
+        metrics = run_ensemble(ctx.cfg, name, ctx.client, ctx.experiment_id,
+                               ctx.parent_run_id, ctx.progress,
+                               on_run_created=lambda rid: _record_run(trial, rid))
+        if metrics is None:  # recorded by a worker that died before closing its trial
+            recorded = recorded_ensemble(ctx.cfg, name, ctx.client, ctx.experiment_id,
+                                         ctx.parent_run_id)
+            return recorded.data.metrics[schema.VAL_MIOU]
         bar.write(f"{name} ensemble: val mIoU {metrics.get(schema.VAL_MIOU, float('nan')):.4f}"
                   f"  test mIoU {metrics.get(schema.TEST_MIOU, float('nan')):.4f}  inference "
                   f"×{metrics[schema.COST_INFER_RATIO]:.2f} of one member")
+        return metrics[schema.VAL_MIOU]
+
+    slot = {schema.ATTR_MEMBERS: [run.info.run_id for run in members]}
+    queue.drain(ctx.storage, optuna_name(ctx.cfg, schema.PHASE_ENSEMBLE, name), {name: slot},
+                work, lambda study: _label(study, ctx, schema.PHASE_ENSEMBLE, name))
 
 
 def _references(ctx: StudyContext, bar: tqdm) -> None:
@@ -258,9 +300,10 @@ def _parent_run(client, experiment_id: str, cfg: StudyConfig) -> str:
     return run.info.run_id
 
 
-def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: str | None = None,
-              progress: bool = True) -> dict:
-    """Run (or resume) the whole study; returns a summary {method: {phase: n_done}}."""
+def open_study(cfg: StudyConfig, storage_url: str | None = None,
+               tracking_uri: str | None = None, progress: bool = True) -> StudyContext:
+    """The study's stores, MLflow experiment and parent run, created (or checked against the
+    recorded configuration) once: what parallel workers need to exist before they start."""
     # the harness reports every trial itself; Optuna would add a traceback for an interrupt
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if cfg.model.checkpoint is not None:
@@ -272,6 +315,14 @@ def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: st
     ctx = StudyContext(cfg, optuna_storage(storage_url), client, experiment_id,
                        _parent_run(client, experiment_id, cfg), progress)
     describe_study(client, experiment_id, ctx.parent_run_id, cfg.description, cfg.preset)
+    return ctx
+
+
+def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: str | None = None,
+              progress: bool = True) -> dict:
+    """Run (or resume) the whole study; returns a summary {method: {phase: n_done}}."""
+    ctx = open_study(cfg, storage_url, tracking_uri, progress)
+    client = ctx.client
     total = (len(cfg.methods) * (cfg.tuning.trials_per_method * len(tuning_seeds(cfg))
                                  + len(cfg.final_seeds)) + len(cfg.ensembles))
     bar = tqdm(total=total, desc=f"study {study_key(cfg)}", disable=not progress)
@@ -298,9 +349,9 @@ def _log_parent_summary(ctx: StudyContext) -> None:
     """Mean final test mIoU per method on the parent run, for a glance in the MLflow UI."""
     metrics = {}
     for method in [*ctx.cfg.methods, *ctx.cfg.ensembles]:
-        runs = runs_with_tags(ctx.client, [ctx.experiment_id], {
+        runs = current(runs_with_tags(ctx.client, [ctx.experiment_id], {
             schema.PARENT_RUN: ctx.parent_run_id, schema.METHOD: method,
-            schema.PHASE: schema.PHASE_FINAL, schema.STATUS: schema.STATUS_OK})
+            schema.PHASE: schema.PHASE_FINAL, schema.STATUS: schema.STATUS_OK}))
         values = [r.data.metrics[schema.TEST_MIOU] for r in runs
                   if schema.TEST_MIOU in r.data.metrics]
         if values:
@@ -311,8 +362,9 @@ def _log_parent_summary(ctx: StudyContext) -> None:
 
 def study_status(cfg: StudyConfig, storage_url: str | None = None,
                  tracking_uri: str | None = None) -> dict:
-    """{method: {phase: {state_name: count}}} from the Optuna storage; ensembles (which have
-    no Optuna trials) as {name: {"final": {run_status: count}}} from MLflow."""
+    """{method: {phase: {state_name: count}}} from the Optuna storage; ensembles and
+    reference runs as {name: {"final": {run_status: count}}} from MLflow. Superseded final
+    trials and runs (of a previous best configuration) are not counted."""
     storage = optuna_storage(storage_url)
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     out: dict = {}
@@ -322,7 +374,7 @@ def study_status(cfg: StudyConfig, storage_url: str | None = None,
             counts: dict[str, int] = {}
             if name in existing:
                 study = optuna.load_study(study_name=name, storage=storage)
-                for t in study.get_trials(deepcopy=False):
+                for t in _current_trials(study, phase):
                     counts[t.state.name] = counts.get(t.state.name, 0) + 1
             out.setdefault(method, {})[phase] = counts
     recorded = [(schema.ROLE_ENSEMBLE, name) for name in cfg.ensembles]
@@ -330,6 +382,16 @@ def study_status(cfg: StudyConfig, storage_url: str | None = None,
     if recorded:
         out.update(_run_status(cfg, tracking_uri, recorded))
     return out
+
+
+def _current_trials(study: optuna.Study, phase: str) -> list:
+    """`study`'s trials that are results: in the final phase, those of the best tuning
+    trial the finals were last queued for."""
+    trials = study.get_trials(deepcopy=False)
+    if phase != schema.PHASE_FINAL:
+        return trials
+    best = study.user_attrs.get(schema.ATTR_BEST_TUNE_TRIAL)
+    return [t for t in trials if t.user_attrs.get(schema.ATTR_TUNE_TRIAL) == best]
 
 
 def _run_status(cfg: StudyConfig, tracking_uri: str | None,
@@ -343,9 +405,9 @@ def _run_status(cfg: StudyConfig, tracking_uri: str | None,
     for role, name in recorded:
         counts: dict[str, int] = {}
         for parent in parents:
-            for run in runs_with_tags(client, [experiment.experiment_id], {
+            for run in current(runs_with_tags(client, [experiment.experiment_id], {
                     schema.PARENT_RUN: parent.info.run_id, schema.ROLE: role,
-                    schema.METHOD: name}):
+                    schema.METHOD: name})):
                 counts[run.info.status] = counts.get(run.info.status, 0) + 1
         out[name] = {"final": counts}
     return out

@@ -4,9 +4,10 @@ Read-only: a store that does not exist is an error, never created, and MLflow's 
 tracking URI is left alone (see `mlflow_read`). One row per trial or ensemble run, with
 MLflow's own column names (`schema.metric_column`, `params.<name>`, `schema.tag_column`) plus
 the columns every section needs: `method`, `phase`, `role`, `seed`, `ok`, `outcome`,
-`fail_reason`. A "final" run is any trial or ensemble run of phase `final`. The reference runs
-(prompt-only priors, the zero-shot model) are kept apart in `references`: they are not
-methods, and no section should average or tune over them by accident.
+`fail_reason`. A "final" run is any trial or ensemble run of phase `final`; runs tagged
+superseded (trained from a method's previous best configuration) are left out. The
+reference runs (prompt-only priors, the zero-shot model) are kept apart in `references`:
+they are not methods, and no section should average or tune over them by accident.
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ def _tidy(runs: pd.DataFrame, parent: pd.Series, name: str, preset: str,
     ours = (parent_id == parent["run_id"]) | (
         (parent_id == "") & (_tag(runs, schema.STUDY) == name)
         & (_tag(runs, schema.PRESET) == preset))
-    runs = runs[ours & _tag(runs, schema.ROLE).isin(roles)].copy()
+    # superseded runs (of a method's previous best configuration) are a record, not a result
+    current = _tag(runs, schema.SUPERSEDED) == ""
+    runs = runs[ours & current & _tag(runs, schema.ROLE).isin(roles)].copy()
     runs["method"] = _tag(runs, schema.METHOD)
     runs["phase"] = _tag(runs, schema.PHASE)
     runs["role"] = _tag(runs, schema.ROLE)

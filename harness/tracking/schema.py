@@ -23,6 +23,10 @@ FAIL_REASON = "harness.fail_reason"
 MEMBERS = "harness.members"  # an ensemble's member run ids, comma-separated, in seed order
 ENSEMBLE_KEY = "harness.ensemble_key"  # what makes two ensemble runs the same ensemble
 NO_FINAL_PREFIX = "harness.no_final."  # on the parent run: why a method has no final runs
+TUNE_TRIAL = "harness.tune_trial"  # a final run: the tuning trial whose hyperparameters it used
+# a final or ensemble run that is no longer a result (its method's best tuned configuration
+# changed since): why. Kept in the store, left out of status, summaries and reports.
+SUPERSEDED = "harness.superseded"
 
 # MLflow's own tags, and the Optuna study a trial run belongs to
 PARENT_RUN = "mlflow.parentRunId"
@@ -40,7 +44,8 @@ REFERENCE_ROLES = (ROLE_BASELINE, ROLE_ZERO_SHOT)
 ROLE_BASE = "base"  # pretraining of a tiny preset's base model (its own run, browsable)
 STATUS_OK, STATUS_DIVERGED, STATUS_COLLAPSED = "ok", "diverged", "collapsed"
 PHASE_TUNE, PHASE_FINAL, PHASE_SINGLE = "tune", "final", "single"
-PHASES = (PHASE_TUNE, PHASE_FINAL)  # the phases that have Optuna studies
+PHASES = (PHASE_TUNE, PHASE_FINAL)  # the phases of a method's Optuna studies
+PHASE_ENSEMBLE = "ensemble"  # an ensemble's Optuna study: one queued trial, run once
 
 
 def no_final(method: str) -> str:
@@ -64,6 +69,8 @@ ATTR_SEEDS = "seeds"  # a tuning trial's training seeds (its objective is their 
 ATTR_RUN_IDS = "mlflow_run_ids"  # every MLflow run of a trial, in seed order
 ATTR_HPARAMS = "hparams"
 ATTR_FAIL_REASON = "fail_reason"
+ATTR_TUNE_TRIAL = "tune_trial"  # a final trial: the tuning trial whose hyperparameters it uses
+ATTR_MEMBERS = "member_run_ids"  # an ensemble trial: the final runs it combines
 # user attrs of the final phase's Optuna study
 ATTR_BEST_TUNE_TRIAL = "best_tune_trial"
 ATTR_QUEUED = "queued"  # set on a phase's study once its creator queued every slot

@@ -74,24 +74,45 @@ def study():
 @click.option("--n-trials", type=click.IntRange(min=1),
               help="Override tuning.trials_per_method (the same for every method).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def study_run(name, preset, storage, tracking_uri, n_trials, quiet):
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local worker processes sharing the study, on a journal file "
+                   "($HARNESS_HOME/optuna.log unless --storage; SQLite is refused).")
+def study_run(name, preset, storage, tracking_uri, n_trials, quiet, workers):
     """Run (or resume) study NAME: a name in studies/ or a path to a YAML file.
 
     Phase `tune` gives every method the same number of Optuna trials (objective: clean
     validation mIoU); phase `final` trains each method's best config with every final seed
     and evaluates on the test split. Re-running resumes: finished trials are kept.
+
+    --workers N starts N such workers here and waits for them (one display, exit code 1 if
+    one failed); a study run with --workers is resumed from its journal file either way.
     """
     from harness import interrupt
     from harness.config import load_study
+    from harness.experiment.parallel import recorded_storage, run_parallel
     from harness.experiment.study import run_study, study_key
 
     cfg = load_study(name, preset)
     if n_trials is not None:
         cfg.tuning.trials_per_method = n_trials
     interrupt.install()
-    summary = run_study(cfg, storage, tracking_uri, progress=not quiet)
-    click.echo(f"study {study_key(cfg)} done")
-    _print_status(summary)
+    if workers == 1:
+        summary = run_study(cfg, recorded_storage(cfg, storage), tracking_uri,
+                            progress=not quiet)
+        click.echo(f"study {study_key(cfg)} done")
+        _print_status(summary)
+        return
+    result = run_parallel(cfg, workers, name, storage, tracking_uri, progress=not quiet,
+                          echo=click.echo)
+    for line in result.failed:
+        click.echo(line, err=True)
+    if not (result.failed or result.interrupted):
+        click.echo(f"study {study_key(cfg)} done ({workers} workers, {result.storage_url})")
+    _print_status(result.summary)
+    if result.interrupted:
+        raise KeyboardInterrupt  # the group's one line and exit code (130 / 143)
+    if result.failed:
+        sys.exit(1)
 
 
 @study.command("status")
@@ -102,9 +123,11 @@ def study_run(name, preset, storage, tracking_uri, n_trials, quiet):
 def study_status_cmd(name, preset, storage, tracking_uri):
     """Trials of study NAME by method × phase × state (ensemble runs by run status)."""
     from harness.config import load_study
+    from harness.experiment.parallel import recorded_storage
     from harness.experiment.study import study_status
 
-    _print_status(study_status(load_study(name, preset), storage, tracking_uri))
+    cfg = load_study(name, preset)
+    _print_status(study_status(cfg, recorded_storage(cfg, storage), tracking_uri))
 
 
 @study.command("list")

@@ -21,9 +21,19 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _handler(signum, frame) -> None:
+    request(signum)
+    raise KeyboardInterrupt
+
+
+def request(signum: int) -> None:
+    """Remember that `signum` asked us to stop, without raising (a parent that forwards the
+    signal to its workers, and waits for them to close their records, uses this)."""
     _requested.set()
     _signal[:] = [signum]
-    raise KeyboardInterrupt
+
+
+def requested() -> bool:
+    return _requested.is_set()
 
 
 def install() -> None:

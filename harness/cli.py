@@ -21,9 +21,11 @@ from harness.optim.methods import METHODS as _METHODS
 
 METHOD_NAMES = tuple(_METHODS)
 
-STORAGE_HELP = ("Optuna storage URL: sqlite:///path.db, postgresql://…, or journal:///path.log "
-                "for several workers on one host. Default: sqlite:///$HARNESS_HOME/optuna.db.")
-TRACKING_HELP = "MLflow tracking URI. Default: sqlite:///$HARNESS_HOME/mlflow.db."
+STORAGE_HELP = ("Optuna storage URL: sqlite:///path.db, journal:///path.log for several workers "
+                "on one host, or postgresql://user[:password]@host[:port]/db for several hosts. "
+                "Default: sqlite:///$HARNESS_HOME/optuna.db.")
+TRACKING_HELP = ("MLflow tracking URI: sqlite:///path.db, postgresql://…, or http://HOST:PORT of "
+                 "`harness server`. Default: sqlite:///$HARNESS_HOME/mlflow.db.")
 
 
 class HarnessGroup(click.Group):
@@ -84,6 +86,9 @@ def study_run(name, preset, storage, tracking_uri, n_trials, quiet, workers):
     validation mIoU); phase `final` trains each method's best config with every final seed
     and evaluates on the test split. Re-running resumes: finished trials are kept.
 
+    Several workers may run the same study on one storage. Each stamps its running trial
+    every tuning.heartbeat_seconds (study YAML, default 30); a trial silent for
+    tuning.grace_seconds (default 120) is a killed worker's and is run again.
     --workers N starts N such workers here and waits for them (one display, exit code 1 if
     one failed); a study run with --workers is resumed from its journal file either way.
     """
@@ -342,6 +347,30 @@ def _study_name(study: str | None) -> str | None:
 
         return load_study(study).name
     return study
+
+
+@cli.command()
+@click.option("--backend-store-uri", metavar="URL",
+              help="Database of runs: sqlite:///path.db or postgresql://user@host/db. "
+                   "Default: sqlite:///$HARNESS_HOME/mlflow.db.")
+@click.option("--artifacts-destination", metavar="PATH|URI",
+              help="Where uploaded artifacts are kept (a folder, or s3://… etc.). "
+                   "Default: $HARNESS_HOME/mlartifacts.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; 0.0.0.0 for workers on other hosts.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Server processes (MLflow's default: 4).")
+def server(backend_store_uri, artifacts_destination, host, port, workers):
+    """Run an MLflow tracking server for workers on several hosts (Ctrl+C stops it).
+
+    Workers pass the printed `--tracking-uri http://HOST:PORT` and upload their artifacts
+    through the server; the Optuna storage they share is a PostgreSQL URL (--storage).
+    """
+    from harness.tracking.server import serve
+
+    sys.exit(serve(backend_store_uri, artifacts_destination, host, port, workers,
+                   echo=click.echo))
 
 
 def _comma_list(ctx, param, values):

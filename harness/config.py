@@ -27,6 +27,7 @@ from harness.evaluate.ensemble import AGGREGATIONS
 from harness.evaluate.priors import PRIORS
 from harness.model import PRESETS, TRAINABLE, LoraSpec, has_pretrained_weights
 from harness.optim.methods import METHODS, bound_problem, hparam_names
+from harness.tracking.store import GRACE_S, HEARTBEAT_S
 
 SAMPLERS = ("tpe", "grid")
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
@@ -232,10 +233,21 @@ class TuningConfig:
     n_startup_trials: int = 4
     multivariate: bool = False
     constant_liar: bool = False
+    # Workers sharing a storage stamp their running trial every heartbeat_seconds; a trial
+    # silent for grace_seconds is a dead worker's and is run again. Every worker of a study
+    # reads them from the same YAML: a worker with a shorter grace would fail live trials.
+    heartbeat_seconds: int = HEARTBEAT_S
+    grace_seconds: int = GRACE_S
 
     def validate(self, fail: Fail) -> None:
         if self.trials_per_method < 1:
             fail("tuning.trials_per_method", "must be ≥ 1")
+        if self.heartbeat_seconds < 1:
+            fail("tuning.heartbeat_seconds", "must be ≥ 1")
+        if self.grace_seconds < 2 * self.heartbeat_seconds:
+            # a live worker's last stamp is up to one interval old, plus any delay in writing it
+            fail("tuning.grace_seconds", f"is {self.grace_seconds}; must be ≥ 2 × "
+                 f"tuning.heartbeat_seconds ({2 * self.heartbeat_seconds})")
         if len(set(self.seeds)) != len(self.seeds):
             fail("tuning.seeds", "must be distinct seeds")
         if self.sampler not in SAMPLERS:

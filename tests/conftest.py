@@ -48,14 +48,22 @@ def tiny_study_dict():
     return copy.deepcopy(TINY_STUDY)
 
 
-def run_workers(home, study_path, storage: str, n: int) -> tuple[list[int], list[str]]:
-    """Start `n` `harness study run` processes on one storage at once; (return codes,
-    outputs) once all have ended."""
+def start_workers(home, study_path, storage: str, n: int,
+                  options: tuple[str, ...] = ()) -> list[subprocess.Popen]:
+    """Start `n` `harness study run` processes on one storage at once (with `options`, e.g.
+    a --tracking-uri); output merged into stdout."""
     env = {**os.environ, "HARNESS_HOME": str(home), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "harness.cli", "study", "run", str(study_path),
-               "--storage", storage, "--quiet"]
-    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for _ in range(n)]
+               "--storage", storage, "--quiet", *options]
+    return [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT) for _ in range(n)]
+
+
+def run_workers(home, study_path, storage: str, n: int,
+                options: tuple[str, ...] = ()) -> tuple[list[int], list[str]]:
+    """Start `n` `harness study run` processes on one storage at once; (return codes,
+    outputs) once all have ended."""
+    procs = start_workers(home, study_path, storage, n, options)
     outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
     return [p.returncode for p in procs], outputs
 

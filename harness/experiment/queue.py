@@ -10,7 +10,8 @@ the same for every method, and no trial exists that is not real work.
 - The worker that *creates* the study (creation is atomic: names are unique) queues every
   slot, then says so (study user attr ``queued``); the others wait for that before looking.
   A slot with no live trial (added later — a larger budget, another seed — or orphaned by a
-  dead worker) is queued by whichever worker notices.
+  dead worker) is queued by whichever worker notices, under a lock among the storage's
+  workers (``tracking.store.storage_lock``), so two noticing at once queue it once.
 - An interrupted worker hands its slot back (queues it again) before failing its trial, so
   no one ever sees the slot without a live trial and queues it twice.
 - A slot is taken only by a trial queued with the attrs the slot has *now*. When a slot's
@@ -20,6 +21,7 @@ the same for every method, and no trial exists that is not real work.
 - A killed worker cannot: its trial stays RUNNING. Workers prove they are alive with a
   heartbeat — the storage's own on RDB storages, a timestamp user attr on journal files — and
   a RUNNING trial whose heartbeat is older than the grace period is failed, freeing its slot.
+  Interval and grace period are the storage's (``tracking.store.optuna_storage``).
 """
 
 from __future__ import annotations
@@ -36,12 +38,11 @@ import optuna
 from optuna.trial import TrialState
 
 from harness.tracking import schema
+from harness.tracking.store import GRACE_S, HEARTBEAT_S, storage_lock
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 LIVE = (TrialState.WAITING, TrialState.RUNNING, *DONE)  # a slot in one of these is taken
 CREATOR_GRACE_S = 10.0  # how long a worker waits for another to queue a new study
-HEARTBEAT_S = 30.0  # journal files: how often a worker stamps its trial
-GRACE_S = 120.0  # journal files: a RUNNING trial silent this long belongs to a dead worker
 PARAMS = "params"  # the key of a slot's attrs that holds fixed Optuna params
 
 
@@ -54,17 +55,17 @@ def queued_study(storage: optuna.storages.BaseStorage, name: str,
                  ) -> optuna.Study:
     """Study `name` with every slot of `slots` ({slot: user attrs of its trial}) queued once.
 
-    `prepare(study)` runs before anything is queued or read (labels, sampler, closing the
-    records of failed trials)."""
+    Trials of dead workers are failed first; then `prepare(study)` runs, before anything is
+    queued or read (labels, sampler, closing the records of failed trials)."""
     try:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
         created = False
+    fail_stale(storage, study)
     if prepare is not None:
         prepare(study)
-    fail_stale(storage, study)
     if not created:
         deadline = time.monotonic() + CREATOR_GRACE_S
         while (schema.ATTR_QUEUED not in storage.get_study_user_attrs(_study_id(storage, study))
@@ -72,16 +73,17 @@ def queued_study(storage: optuna.storages.BaseStorage, name: str,
             time.sleep(0.2)  # its creator is queueing the slots right now
     plan = {slot: _canonical(attrs) for slot, attrs in slots.items()}
     taken = set()
-    for frozen in study.get_trials(deepcopy=False, states=LIVE):
-        slot = frozen.user_attrs.get(schema.ATTR_SLOT)
-        if slot in plan and queued_attrs(frozen) == plan[slot]:
-            taken.add(slot)
-        elif frozen.state == TrialState.WAITING:
-            withdraw(storage, study, frozen.number, "withdrawn: its slot's work changed "
-                     "before it ran (or the slot is no longer planned)")
-    for slot, attrs in slots.items():
-        if slot not in taken:
-            enqueue(study, slot, attrs)
+    with storage_lock(storage):  # two workers seeing one free slot would both queue it
+        for frozen in study.get_trials(deepcopy=False, states=LIVE):
+            slot = frozen.user_attrs.get(schema.ATTR_SLOT)
+            if slot in plan and queued_attrs(frozen) == plan[slot]:
+                taken.add(slot)
+            elif frozen.state == TrialState.WAITING:
+                withdraw(storage, study, frozen.number, "withdrawn: its slot's work changed "
+                         "before it ran (or the slot is no longer planned)")
+        for slot, attrs in slots.items():
+            if slot not in taken:
+                enqueue(study, slot, attrs)
     study.set_user_attr(schema.ATTR_QUEUED, True)
     return study
 
@@ -177,11 +179,12 @@ def drain(storage: optuna.storages.BaseStorage, name: str, slots: Mapping[Any, d
           poll_s: float = 5.0) -> optuna.Study:
     """Queue `slots` in study `name`, run what this worker can claim, and return once no
     trial is queued or running: other workers finished theirs, or were found dead and their
-    slots were run here. The phase's results are then final."""
-    first = True
+    slots were run here. The phase's results are then final.
+
+    Each look loads the study afresh, so `prepare` runs every time: the sampler is set again
+    and the records of trials failed since the last look are closed."""
     while True:
-        study = queued_study(storage, name, slots, prepare if first else None)
-        first = False
+        study = queued_study(storage, name, slots, prepare)
         run_queued(storage, study, work)
         if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,
                                                         TrialState.RUNNING)):
@@ -195,11 +198,19 @@ def _rdb_interval(storage: optuna.storages.BaseStorage) -> int | None:
     return get() if get is not None else None
 
 
+def liveness(storage: optuna.storages.BaseStorage) -> tuple[float, float]:
+    """(heartbeat interval, grace period) in seconds that `storage` was opened with (RDB
+    storages and ``tracking.store.JournalFile`` carry them; defaults otherwise)."""
+    return (getattr(storage, "heartbeat_interval", None) or HEARTBEAT_S,
+            getattr(storage, "grace_period", None) or GRACE_S)
+
+
 @contextlib.contextmanager
 def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iterator[None]:
     """Prove this worker alive while it runs `trial` (what ``Study.optimize`` does, and on
     journal files too)."""
     rdb_interval = _rdb_interval(storage)
+    interval, _ = liveness(storage)
     trial_id = trial._trial_id
 
     def beat() -> None:
@@ -211,7 +222,7 @@ def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iter
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(rdb_interval or HEARTBEAT_S):
+        while not stop.wait(interval):
             beat()
 
     beat()
@@ -225,9 +236,11 @@ def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iter
 
 
 def fail_stale(storage: optuna.storages.BaseStorage, study: optuna.Study,
-               grace_s: float = GRACE_S) -> list[int]:
+               grace_s: float | None = None) -> list[int]:
     """Fail the RUNNING trials of dead workers; their numbers. Their slots are free again
-    (the next :func:`queued_study` queues them)."""
+    (the next :func:`queued_study` queues them). On journal files a trial is a dead worker's
+    when silent for `grace_s` (default: the storage's grace period); RDB storages judge
+    that themselves."""
     if _rdb_interval(storage):
         before = {t.number for t in study.get_trials(deepcopy=False,
                                                       states=(TrialState.RUNNING,))}
@@ -237,6 +250,8 @@ def fail_stale(storage: optuna.storages.BaseStorage, study: optuna.Study,
         after = {t.number for t in study.get_trials(deepcopy=False,
                                                      states=(TrialState.RUNNING,))}
         return sorted(before - after)
+    if grace_s is None:
+        _, grace_s = liveness(storage)
     failed = []
     now = time.time()
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

@@ -312,7 +312,8 @@ def open_study(cfg: StudyConfig, storage_url: str | None = None,
                     cfg.model.lora_spec())
     client = tracking_client(tracking_uri)
     experiment_id = get_experiment_id(client, cfg.name)
-    ctx = StudyContext(cfg, optuna_storage(storage_url), client, experiment_id,
+    storage = optuna_storage(storage_url, cfg.tuning.heartbeat_seconds, cfg.tuning.grace_seconds)
+    ctx = StudyContext(cfg, storage, client, experiment_id,
                        _parent_run(client, experiment_id, cfg), progress)
     describe_study(client, experiment_id, ctx.parent_run_id, cfg.description, cfg.preset)
     return ctx

@@ -119,7 +119,8 @@ PROBES_DIR = "probes"
 # ------------------------------------------------------------------ params
 # The parent run holds the flattened study config (dotted keys); these may change between
 # runs of one study without invalidating what was recorded.
-RESUMABLE_PARAMS = ("tuning.trials_per_method", "final_seeds", "description", "ensembles")
+RESUMABLE_PARAMS = ("tuning.trials_per_method", "final_seeds", "description", "ensembles",
+                    "tuning.heartbeat_seconds", "tuning.grace_seconds")
 # an ensemble run's own params
 PARAM_MEMBERS, PARAM_ENSEMBLE_SIZE, PARAM_AGGREGATION = "members", "ensemble_size", "aggregation"
 

@@ -48,6 +48,15 @@ def tiny_study_dict():
     return copy.deepcopy(TINY_STUDY)
 
 
+@pytest.fixture(scope="session")
+def report_home(tmp_path_factory):
+    """A HARNESS_HOME holding the studies the report tests read (tests/report_study.py),
+    recorded once per session; a test sets HARNESS_HOME to it itself."""
+    from tests.report_study import record_report_studies
+
+    return record_report_studies(tmp_path_factory.mktemp("report") / "runs")
+
+
 def start_workers(home, study_path, storage: str, n: int,
                   options: tuple[str, ...] = ()) -> list[subprocess.Popen]:
     """Start `n` `harness study run` processes on one storage at once (with `options`, e.g.

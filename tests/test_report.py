@@ -1,7 +1,6 @@
 """`harness report`: statistics against hand computations, and reports built from real tiny
 studies recorded in a temporary HARNESS_HOME (no mocks of MLflow or Optuna)."""
 
-import copy
 import time
 
 import mlflow
@@ -13,9 +12,7 @@ from mlflow.entities import Metric
 from pypdf import PdfReader
 
 from harness.cli import cli
-from harness.config import study_from_dict
 from harness.errors import HarnessError
-from harness.experiment.study import run_study
 from harness.report import SECTION_TITLES, build_report
 from harness.report.collect import load_study_data
 from harness.report.document import Table
@@ -28,12 +25,6 @@ from harness.tracking import schema
 from harness.tracking.store import get_experiment_id, tracking_client
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-
-EVALUATE = {"shifts": ["gaussian_noise", "domain", "prompt"], "severities": [1, 3],
-            "shift_images": 2, "workers": 1}
-PROBES = {"enabled": True, "batches": 1, "batch_size": 2, "hessian_iters": 2,
-          "trace_samples": 2, "average_samples": 2, "landscape_points": 3}
-
 
 # --------------------------------------------------------------------------- sections
 # (the statistics themselves are tested in tests/test_stats.py)
@@ -71,14 +62,6 @@ def test_each_method_keeps_its_colour_whatever_the_other_methods():
 # --------------------------------------------------------------------------- from studies
 
 
-def _study(name: str, **changes) -> dict:
-    from tests.conftest import TINY_STUDY
-
-    study = copy.deepcopy(TINY_STUDY)
-    study.update(name=name, evaluate=EVALUATE, probes=PROBES, **changes)
-    return study
-
-
 def _record(client, experiment_id: str, parent_id: str, study: str, role: str, method: str,
             seed: int | None = None, outcome: str = schema.STATUS_OK,
             metrics: dict | None = None, ious: np.ndarray | None = None) -> str:
@@ -110,39 +93,12 @@ def _parent_id(client, study: str) -> tuple[str, str]:
     return experiment_id, parent.info.run_id
 
 
-def _ensure_box_priors(study: str) -> None:
-    """Box-prior runs for `study`, by hand when the study runner recorded none (it records
-    them itself once it writes reference runs): scored at the median final validation mIoU,
-    so that some final runs did not learn."""
-    client = tracking_client()
-    experiment_id, parent_id = _parent_id(client, study)
-    data = load_study_data(study)
-    refs = data.references
-    if len(refs) and (refs["role"] == schema.ROLE_BASELINE).any():
-        return
-    val = float(np.median(data.column(data.final(), schema.VAL_MIOU)))
-    test = float(np.median(data.column(data.final(), schema.TEST_MIOU)))
-    for i, prior in enumerate(BOX_PRIORS):
-        _record(client, experiment_id, parent_id, study, schema.ROLE_BASELINE, prior,
-                metrics={schema.VAL_MIOU: val - 0.01 * i, schema.TEST_MIOU: test - 0.01 * i})
-
-
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    """Two studies in one store: `tiny` (adamw + asam, 2 final seeds each, shifts, probes,
-    box priors) and `tiny-fail`, where every ASAM tuning trial diverges."""
-    home = tmp_path_factory.mktemp("report") / "runs"
+def recorded(report_home):
+    """`tiny` and `tiny-fail` (tests/report_study.py) in this module's HARNESS_HOME."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HARNESS_HOME", str(home))
-        run_study(study_from_dict(_study("tiny")), progress=False)
-        _ensure_box_priors("tiny")
-        failing = _study("tiny-fail", final_seeds=[1],
-                         tuning={"trials_per_method": 1, "n_startup_trials": 1})
-        failing["methods"]["asam"] = {"lr": 1.0e30, "search": {
-            "weight_decay": {"low": 0.0, "high": 0.1}}}
-        failing["train"]["grad_clip"] = None
-        run_study(study_from_dict(failing), progress=False)
-        yield home
+        mp.setenv("HARNESS_HOME", str(report_home))
+        yield report_home
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +135,10 @@ def test_summary_table_has_one_row_per_method_with_n(report_dir):
     assert summary.loc[0, "train_cost_x_adamw"] == pytest.approx(1.0)
     assert "\\toprule" in (report_dir / "tables" / "summary.tex").read_text()
     assert "| asam" in (report_dir / "tables" / "summary.md").read_text()
-    kendall_table = pd.read_csv(report_dir / "tables" / "sharpness_kendall.csv")
-    assert set(kendall_table["n"]) == {2}  # within each method: its 2 final runs have probes
-    assert set(kendall_table["method"]) == {"adamw", "asam"}
-    for name in ("miou_vs_severity", "delta_heatmap", "domain_prompt", "sharpness_vs_gap",
+    probes = pd.read_csv(report_dir / "tables" / "sharpness_probes.csv")
+    assert set(probes["n"]) == {2}  # within each method: its 2 final runs have probes
+    assert set(probes["method"]) == {"adamw", "asam"}
+    for name in ("answer", "miou_vs_severity", "delta_heatmap", "domain_prompt",
                  "training_curves", "landscape_1d", "tuning_history", "cost_ratios"):
         assert (report_dir / "figures" / f"{name}.png").stat().st_size > 0
 
@@ -191,7 +147,8 @@ def test_a_failed_method_is_stated_not_a_crash(recorded, tmp_path):
     out = build_report("tiny-fail", out=tmp_path / "fail", formats=["pdf", "csv"])
     text = _pdf_text(out / "report.pdf")
     assert "Method asam failed: every tuning trial diverged" in text
-    assert "asam (FAILED" in text  # on the title page too
+    page_1 = " ".join(PdfReader(out / "report.pdf").pages[0].extract_text().split())
+    assert "ASAM has no result (every tuning trial diverged" in page_1
     summary = _methods(pd.read_csv(out / "tables" / "summary.csv"))
     assert list(summary["n"]) == [1, 0] and list(summary["status"]) == ["ok", "failed"]
     outcomes = pd.read_csv(out / "tables" / "run_outcomes.csv").set_index("method")
@@ -207,6 +164,81 @@ def test_a_failed_method_is_stated_not_a_crash(recorded, tmp_path):
     asam = trials[trials["method"] == "asam"].iloc[0]
     assert asam["state"] == "PRUNED" and "step" in asam["reason"]  # the divergence's reason
     assert (trials.loc[trials["method"] == "adamw", "reason"] == "").all()
+
+
+def _squash(text: str) -> str:
+    """Without whitespace: PDF text breaks lines (and hyphenated words) where it wraps."""
+    return "".join(text.split())
+
+
+def test_page_one_is_the_answer_in_three_sentences_with_the_numbers(report_dir):
+    page_1 = _squash(PdfReader(report_dir / "report.pdf").pages[0].extract_text())
+    data = load_study_data("tiny")
+    adamw = data.column(data.final("adamw"), schema.TEST_MIOU).mean()
+    for needle in ("Report: tiny", f"Clean test mIoU over final seeds: AdamW {adamw:.3f} "
+                   "(n=2)", "on the shift suite's images, clean → mean over 2 corruption",
+                   "(no interval below 3 seeds).",
+                   "ASAM − AdamW: clean mIoU", "(n = 2 paired seeds, too small for an "
+                   "interval)", "For scale, prompt-only priors that never look at the image",
+                   "ellipse-in-box", "Bands: 95 % Student-t interval over final seeds (none "
+                   "for adamw, asam: fewer than 3 runs)"):
+        assert _squash(needle) in page_1, needle
+    box = data.references[data.references["method"] == "box-fill"]
+    assert _squash(f"box-fill {data.column(box, schema.TEST_MIOU).iloc[0]:.3f}") in page_1
+
+
+def test_page_one_draws_intervals_only_from_three_seeds(recorded):
+    from matplotlib.collections import PolyCollection
+    from matplotlib.container import ErrorbarContainer
+
+    from harness.report.sections import answer
+    from harness.tracking.schema import corruption_metric, shift_metric
+
+    client = tracking_client()
+    experiment_id, parent_id = _new_study(client, "bands")
+    cell = corruption_metric("gaussian_noise", 3, "miou")
+    for method, clean in (("adamw", (0.60, 0.62, 0.64)), ("asam", (0.65, 0.66, 0.70))):
+        for seed, value in enumerate(clean, 1):
+            _record(client, experiment_id, parent_id, "bands", schema.ROLE_TRIAL, method,
+                    seed, metrics={schema.TEST_MIOU: value, schema.SHIFT_MEAN_MIOU: value - 0.1,
+                                   shift_metric("clean", "miou"): value, cell: value - 0.1})
+    _record(client, experiment_id, parent_id, "bands", schema.ROLE_BASELINE, "box-fill",
+            metrics={schema.TEST_MIOU: 0.5, shift_metric("clean", "miou"): 0.5, cell: 0.5})
+    data = load_study_data("bands")
+    with report_style():
+        ctx = Context(data, method_colors(data.all_methods), ShiftFilter(), draw=True)
+        levels, differences, scale = answer.sentences(ctx)
+        ax = answer.figure(ctx).axes[0]
+    # t(0.975, 2) = 4.303: adamw 0.620 ± 4.303·0.02/√3, Δ 0.050 ± 4.303·0.01/√3
+    assert "AdamW 0.620 [0.570, 0.670] (n=3)" in levels and "no interval" not in levels
+    assert "AdamW 0.620 [0.570, 0.670] → 0.520 [0.470, 0.570]" in levels
+    assert "+0.050 [+0.025, +0.075] over 3 paired seeds" in differences
+    assert scale.endswith("box-fill 0.500.")
+    assert sum(isinstance(c, ErrorbarContainer) for c in ax.containers) == 2
+    assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2  # one band each
+    assert [line.get_label() for line in ax.lines if line.get_label()[0] != "_"] == [
+        "adamw", "asam", "box-fill (reference)"]
+
+
+def test_sharpness_shows_no_scatter_or_tau_for_two_runs_and_says_why(report_dir):
+    text = _pdf_text(report_dir / "report.pdf")
+    assert ("No rank correlation and no scatter plot: every method has fewer than 3 runs "
+            "with probes (adamw 2, asam 2)") in text
+    assert not (report_dir / "figures" / "sharpness_vs_gap.png").exists()
+    assert not (report_dir / "tables" / "sharpness_kendall.csv").exists()
+
+
+def test_config_is_attached_and_summarised_not_printed(recorded, report_dir):
+    data = load_study_data("tiny")
+    reader = PdfReader(report_dir / "report.pdf")
+    assert reader.attachments["study.yaml"] == [data.config_text.encode()]
+    assert (report_dir / "study.yaml").read_text() == data.config_text
+    assert "trials_per_method" not in _pdf_text(report_dir / "report.pdf")
+    settings = pd.read_csv(report_dir / "tables" / "settings.csv").set_index("setting")
+    assert settings.loc["final seeds", "value"] == "1, 2"
+    assert settings.loc["images train / val / test", "value"] == "8 / 4 / 4"
+    logged = _artifact_files(tracking_client(), data.parent["run_id"], schema.REPORT_DIR)
+    assert f"{schema.REPORT_DIR}/study.yaml" in logged
 
 
 def test_cli_filters_methods_and_shifts(recorded, tmp_path):

@@ -2,13 +2,15 @@
 
 Reads what was recorded — nothing is retrained. `build_report` writes into one folder:
 
-- `report.pdf` — multi-page vector PDF, one section per `SECTION_TITLES` entry;
+- `report.pdf` — multi-page vector PDF: page 1 the answer (`sections.answer`), then one
+  section per `SECTION_TITLES` entry; the study config is attached to it;
+- `study.yaml` — the study config as recorded with the parent run;
 - `tables/<name>.csv|.md|.tex` — every table (CSV: numbers with CI bounds in their own
   columns; Markdown and booktabs LaTeX: formatted as in the PDF);
-- `figures/<name>.png` — every figure.
+- `figures/<name>.png` — every figure (`answer.png`: page 1).
 
-The PDF and the tables are also logged on the study's parent MLflow run, under `report/`
-(replacing what an earlier build put there), so they are found next to the runs.
+The PDF, the tables and the config are also logged on the study's parent MLflow run, under
+`report/` (replacing what an earlier build put there), so they are found next to the runs.
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ from harness.report import pdf
 from harness.report.collect import REFERENCE, load_study_data
 from harness.report.document import FORMATS, FigureItem, Section, write_figure, write_table
 from harness.report.provenance import now
-from harness.report.sections import ORDER, TITLES
+from harness.report.sections import ORDER, TITLES, answer
 from harness.report.sections import provenance as provenance_section
-from harness.report.sections import summary
 from harness.report.sections.base import Context, ShiftFilter
 from harness.report.style import display_name, method_colors, report_style
 from harness.tracking import schema
@@ -57,22 +58,19 @@ def _remove_stale(folder: Path, chosen: set[str], written: set[Path]) -> None:
                     path.unlink()
 
 
-def _title(ctx: Context, created: str) -> list[str]:
+def _notes(ctx: Context, created: str) -> list[str]:
+    """Under page 1's caption: what the study is, what was shown, where the numbers came from."""
     data = ctx.data
-    lines = [f"Report: {data.key}", QUESTION]
+    notes = []
     if data.config.get("description"):
-        lines.append(f"Study: {' '.join(str(data.config['description']).split())}")
-    status = [f"{m} ({len(data.final(m))} final runs)" if not data.failure(m)
-              else f"{m} (FAILED: {data.failure(m)})" for m in ctx.methods]
-    lines.append(f"Methods: {'; '.join(status) or 'none'}.")
-    lines += [f"Headline — {s}" for s in summary.headline(ctx)]
+        notes.append(f"Study: {' '.join(str(data.config['description']).split())}")
     if ctx.shifts.filtered:
-        lines.append(f"Shifts shown (--shifts): {', '.join(ctx.shifts.corruptions) or 'none'}"
+        notes.append(f"Shifts shown (--shifts): {', '.join(ctx.shifts.corruptions) or 'none'}"
                      f"{', domain' if ctx.shifts.domain else ''}"
                      f"{', prompt' if ctx.shifts.prompt else ''}.")
-    lines.append(f"Created {created} from {data.tracking_uri}. Nothing was retrained.")
-    lines.append("Contents: " + "  ".join(f"{i}. {t}" for i, t in enumerate(TITLES, 1)))
-    return lines
+    notes.append(f"Created {created} from {data.tracking_uri}. Nothing was retrained.")
+    notes.append("Contents: " + "  ".join(f"{i}. {t}" for i, t in enumerate(TITLES, 1)))
+    return notes
 
 
 def build_report(study: str, preset: str | None = None, out: str | Path | None = None,
@@ -99,6 +97,11 @@ def build_report(study: str, preset: str | None = None, out: str | Path | None =
         sections: list[Section] = [m.build(ctx, stamp) if m is provenance_section
                                    else m.build(ctx) for m in ORDER]
         written: set[Path] = set()
+        if ctx.draw:
+            front = answer.front_page(ctx, _notes(ctx, stamp))
+            pdf.decorate(front, f"Report: {data.key}", [QUESTION, *answer.sentences(ctx)])
+            if "png" in chosen:
+                written.add(write_figure(front, folder))
         for section in sections:
             for block in section.blocks:
                 if isinstance(block, FigureItem):
@@ -109,14 +112,21 @@ def build_report(study: str, preset: str | None = None, out: str | Path | None =
                     written.update(write_table(block, folder, chosen))
         _remove_stale(folder, chosen, written)
         if "pdf" in chosen:
-            pdf.render(folder / "report.pdf", _title(ctx, stamp), sections,
+            pdf.render(folder / "report.pdf", front, sections,
                        footer=f"harness report {data.key}",
                        metadata={"Title": f"harness report: {data.key}",
                                  "Author": "harness report", "Subject": QUESTION,
                                  "Keywords": f"{data.name}, {', '.join(ctx.methods)}"},
                        created=created)
     published = sorted(p for p in written if p.parent == folder / "tables")
+    if data.config_text:
+        config = folder / schema.STUDY_ARTIFACT
+        config.write_text(data.config_text)
+        published.append(config)
     if "pdf" in chosen:
+        if data.config_text:
+            pdf.attach(folder / "report.pdf",
+                       {schema.STUDY_ARTIFACT: data.config_text.encode()})
         published.append(folder / "report.pdf")
     replace_artifacts(data.client, data.parent["run_id"],
                       {p.relative_to(folder).as_posix(): p for p in published}, schema.REPORT_DIR)

@@ -8,12 +8,13 @@ printed versions are for reading (`0.812 [0.801, 0.822]`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+
+from harness.report.latex import tex_escape
 
 FORMATS = ("pdf", "png", "csv", "md", "tex")
 
@@ -38,7 +39,6 @@ class Section:
     number: int
     title: str
     blocks: list = field(default_factory=list)  # str (a paragraph) | Table | FigureItem
-    mono: str = ""  # verbatim text at the end (the study config), paginated by the PDF
 
     @property
     def heading(self) -> str:
@@ -58,22 +58,6 @@ class Section:
         return [b for b in self.blocks if isinstance(b, kind)]
 
 
-_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                "^": r"\textasciicircum{}"}
-# pdflatex has no glyphs for these in its default setup; math mode and macros do
-_TEX_UNICODE = {"Δ": r"$\Delta$", "×": r"$\times$", "±": r"$\pm$", "–": "--", "—": "---",
-                "†": r"\dag{}", "τ": r"$\tau$", "ρ": r"$\rho$", "η": r"$\eta$",
-                "≥": r"$\geq$", "≤": r"$\leq$", "·": r"$\cdot$", "≈": r"$\approx$",
-                "α": r"$\alpha$", "λ": r"$\lambda$", "−": "-", "²": r"$^2$"}
-_TEX_PATTERN = re.compile("|".join(re.escape(k) for k in {**_TEX_SPECIAL, **_TEX_UNICODE}))
-
-
-def tex_escape(text: object) -> str:
-    table = {**_TEX_SPECIAL, **_TEX_UNICODE}
-    return _TEX_PATTERN.sub(lambda m: table[m.group(0)], str(text))
-
-
 def table_markdown(table: Table) -> str:
     # cells are already formatted: tabulate must not re-parse "0.590" into 0.59
     body = table.display.to_markdown(index=False, disable_numparse=True)
@@ -81,7 +65,7 @@ def table_markdown(table: Table) -> str:
 
 
 def table_latex(table: Table) -> str:
-    """A booktabs `table` environment; needs `\\usepackage{booktabs}` in the document."""
+    """A booktabs `table` environment; needs `latex.PACKAGES` in the document's preamble."""
     df = table.display.map(tex_escape)
     df.columns = [tex_escape(c) for c in df.columns]
     return df.to_latex(index=False, escape=False, caption=tex_escape(table.caption) or None,

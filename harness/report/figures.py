@@ -29,6 +29,16 @@ def ci_lines(ax, xs: Sequence[float], series: dict[str, list[Estimate]],
                             alpha=0.18, linewidth=0, interpolate=False)
 
 
+def ci_whiskers(ax, xs: Sequence[float], estimates: list[Estimate], color: str) -> None:
+    """Error bars at the points that have an interval (none below 3 values)."""
+    points = [(x, e) for x, e in zip(xs, estimates) if e.has_ci]
+    if points:
+        below = [e.mean - e.low for _, e in points]
+        above = [e.high - e.mean for _, e in points]
+        ax.errorbar([x for x, _ in points], [e.mean for _, e in points], yerr=[below, above],
+                    fmt="none", ecolor=color, capsize=3, linewidth=1.0)
+
+
 def ci_bars(ax, groups: Sequence[str], series: dict[str, list[Estimate]],
             colors: dict[str, str]) -> None:
     """Grouped bars (groups along x, one bar per method) with CI whiskers and n under each."""

@@ -74,13 +74,6 @@ class Pager:
             self.y += line_h
         self.y += line_h * 0.4
 
-    def mono(self, text: str, size: float = 7.5) -> None:
-        self.text("", size)
-        for line in text.splitlines():
-            self.text(line.replace("\t", "    ")[:170] or " ", size, wrap=False,
-                      family="monospace")
-            self.y -= _inch(size * 1.35) * 0.4  # no paragraph gap between code lines
-
     def table(self, table: Table) -> None:
         df = table.display.astype(str)
         size = 8.0
@@ -137,28 +130,43 @@ def _width(text: str, size: float, bold: bool = False) -> float:
                for line in text.split("\n")) / 72
 
 
-def decorate(item: FigureItem, heading: str) -> None:
-    """Page-size the figure and give it its heading and caption (for the PNG and the PDF)."""
+def _wrap(text: str, size: float) -> str:
+    return textwrap.fill(text, int((PAGE[0] - 2 * MARGIN) * 72 / (size * CHAR_EM)))
+
+
+def decorate(item: FigureItem, heading: str, intro: list[str] | None = None) -> None:
+    """Page-size the figure and give it its heading, `intro` paragraphs under the heading
+    (the front page's sentences) and its caption (for the PNG and the PDF)."""
     fig = item.figure
     fig.set_size_inches(*PAGE)
-    caption = textwrap.fill(item.caption, int((PAGE[0] - 2 * MARGIN) * 72 / (9 * CHAR_EM)))
+    caption = _wrap(item.caption, 9)
     lines = caption.count("\n") + 1 if caption else 0
     bottom = (MARGIN + _inch(9 * 1.4) * lines + 0.1) / PAGE[1]
-    top = (MARGIN + 0.45) / PAGE[1]
-    fig.get_layout_engine().set(rect=(0.02, bottom, 0.96, 1 - top - bottom))
     fig.text(MARGIN / PAGE[0], 1 - MARGIN / PAGE[1], heading, size=HEAD_PT, weight="bold",
              va="top")
+    y = MARGIN + 0.45  # inches from the top, under the heading
+    for paragraph in intro or []:
+        text = _wrap(paragraph, BODY_PT)
+        fig.text(MARGIN / PAGE[0], 1 - y / PAGE[1], text, size=BODY_PT, va="top")
+        y += _inch(BODY_PT * 1.35) * (text.count("\n") + 1.4)
+    top = y / PAGE[1]
+    fig.get_layout_engine().set(rect=(0.02, bottom, 0.96, 1 - top - bottom))
     if caption:
         fig.text(MARGIN / PAGE[0], bottom - 0.02, caption, size=9, va="top", color="0.2")
 
 
-def render(path: Path, title: list[str], sections: list[Section], footer: str,
+def _page(pdf: PdfPages, figure: Figure, footer: str, page_no: int) -> None:
+    figure.text(0.5, 0.02, f"{footer} — page {page_no}", ha="center", size=7, color="0.4")
+    pdf.savefig(figure)
+
+
+def render(path: Path, front: FigureItem, sections: list[Section], footer: str,
            metadata: dict, created: datetime) -> Path:
+    """`front` (decorated) is page 1; then each section's text pages and figure pages."""
     with PdfPages(path, metadata={**metadata, "CreationDate": created}) as pdf:
+        _page(pdf, front.figure, footer, 1)
         pager = Pager(pdf, footer)
-        pager.new_page(title[0])
-        for line in title[1:]:
-            pager.text(line)
+        pager.page_no = 1
         for section in sections:
             pager.new_page(section.heading)
             for block in section.blocks:
@@ -166,12 +174,19 @@ def render(path: Path, title: list[str], sections: list[Section], footer: str,
                     pager.text(block)
                 elif isinstance(block, Table):
                     pager.table(block)
-            if section.mono:
-                pager.mono(section.mono)
             pager.flush()
             for item in section.items(FigureItem):
                 pager.page_no += 1
-                item.figure.text(0.5, 0.02, f"{footer} — page {pager.page_no}", ha="center",
-                                 size=7, color="0.4")
-                pdf.savefig(item.figure)
+                _page(pdf, item.figure, footer, pager.page_no)
     return path
+
+
+def attach(path: Path, files: dict[str, bytes]) -> None:
+    """Embed `files` (name → content) in the PDF at `path`, as a viewer's attachments."""
+    from pypdf import PdfWriter
+
+    writer = PdfWriter(clone_from=path)
+    for name, content in files.items():
+        writer.add_attachment(name, content)
+    with open(path, "wb") as handle:
+        writer.write(handle)

@@ -1,4 +1,5 @@
-"""What was run, with which code, where and when — and the study config verbatim."""
+"""What was run, with which code, where and when; the study's key settings as a table (its
+full config travels as a file: attached to the PDF and written next to it)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pandas as pd
 from harness.report import provenance
 from harness.report.document import Section, Table
 from harness.report.sections.base import Context, new_section
+from harness.report.settings import key_settings
 from harness.tracking.schema import PHASE_TUNE, STUDY_ARTIFACT
 
 TITLE = "Provenance"
@@ -34,16 +36,20 @@ def build(ctx: Context, created: str) -> Section:
         **{f"version {k}": v for k, v in provenance.versions().items()},
         **provenance.machine(),
     }
-    section.say("The report was generated from the recorded runs only (nothing retrained). "
-                "The git commit and versions are those of the code that generated the "
-                "report; the machine is where it was generated. The study configuration "
-                f"follows as recorded with the parent run ({STUDY_ARTIFACT}).")
-    table = pd.DataFrame({"item": list(items), "value": [str(v) for v in items.values()]})
-    section.add(Table("provenance", table, table, "Provenance of this report."))
-    if data.config_text:
-        section.say(f"Study configuration as recorded ({STUDY_ARTIFACT} of the parent run):")
-        section.mono = data.config_text
+    settings = key_settings(data.config)
+    if settings:
+        section.say(f"The study configuration as recorded with the parent run "
+                    f"({STUDY_ARTIFACT}) is attached to this PDF and written next to it as "
+                    f"{STUDY_ARTIFACT}; its key settings:")
+        frame = pd.DataFrame(settings, columns=["setting", "value"])
+        section.add(Table("settings", frame, frame,
+                          f"Key settings of the study ({STUDY_ARTIFACT} has every one)."))
     else:
         section.say(f"The parent run has no {STUDY_ARTIFACT} artifact; the configuration "
                     "is available only as the parent run's parameters.")
+    section.say("The report was generated from the recorded runs only (nothing retrained). "
+                "The git commit and versions are those of the code that generated the "
+                "report; the machine is where it was generated.")
+    table = pd.DataFrame({"item": list(items), "value": [str(v) for v in items.values()]})
+    section.add(Table("provenance", table, table, "Provenance of this report."))
     return section

@@ -13,10 +13,9 @@ from harness.report.stats import Estimate, mean_ci
 TITLE = "mIoU vs corruption severity"
 
 
-def _curve(ctx: Context, method: str, cells: list[tuple[str, int]],
-           severities: list[int]) -> list[Estimate]:
-    """Estimates at severity 0 (clean, same images) and each severity, over the method's runs."""
-    runs = ctx.data.final(method)
+def curve(ctx: Context, runs: pd.DataFrame, cells: list[tuple[str, int]],
+          severities: list[int]) -> list[Estimate]:
+    """Estimates at severity 0 (clean, same images) and each severity, over `runs`."""
     out = [mean_ci(ctx.data.column(runs, CLEAN_MIOU))]
     for s in severities:
         out.append(mean_ci(ctx.cell_mean(runs, [c for c in cells if c[1] == s])))
@@ -31,9 +30,10 @@ def build(ctx: Context) -> Section:
                            "methods shown (the study's evaluate.shifts lists no corruption, "
                            "or --shifts selected none), so there is nothing to plot.")
     xs = [0, *severities]
-    overall = {m: _curve(ctx, m, cells, severities) for m in ctx.present}
+    overall = {m: curve(ctx, ctx.data.final(m), cells, severities) for m in ctx.present}
     families = [f for f in FAMILIES if any(family_of(c) == f for c, _ in cells)]
-    per_family = {f: {m: _curve(ctx, m, [c for c in cells if family_of(c[0]) == f], severities)
+    per_family = {f: {m: curve(ctx, ctx.data.final(m),
+                               [c for c in cells if family_of(c[0]) == f], severities)
                       for m in ctx.present} for f in families}
 
     rows, shown = [], []

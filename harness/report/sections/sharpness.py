@@ -10,9 +10,10 @@ import pandas as pd
 from harness.report import style
 from harness.report.correlation import CI_MIN_N, MIN_N, Correlation, within_method
 from harness.report.document import FigureItem, Section, Table
+from harness.report.figures import legend
 from harness.report.multiplicity import HOLM, holm
 from harness.report.sections.base import Context, new_section, recorded_metrics
-from harness.report.stats import ALPHA
+from harness.report.stats import ALPHA, mean_ci
 from harness.tracking import schema
 
 TITLE = "Sharpness vs generalisation"
@@ -63,6 +64,58 @@ def _correlations(ctx: Context, runs: pd.DataFrame, methods: list[str], probes: 
     return out
 
 
+def _with_probes(corr: dict, method: str) -> int:
+    """How many of `method`'s runs have a probe, a gap and clean mIoU (the most over pairs)."""
+    return max(c.n for (m, _, _), c in corr.items() if m == method)
+
+
+def _panels(corr: dict, methods: list[str], probes: list[str],
+            gaps: list[str]) -> dict[tuple[str, str], list[str]]:
+    """(probe, gap) → the methods with enough runs to show a relation in that scatter panel;
+    pairs no method can support are left out."""
+    out = {}
+    for g in gaps:
+        for p in probes:
+            shown = [m for m in methods if corr[m, p, g].n >= MIN_N]
+            if shown:
+                out[p, g] = shown
+    return out
+
+
+def _left_out(corr: dict, panels: dict, methods: list[str], probes: list[str],
+              gaps: list[str]) -> str:
+    counts = ", ".join(f"{m} {_with_probes(corr, m)}" for m in methods)
+    if not panels:
+        return (f"No rank correlation and no scatter plot: every method has fewer than "
+                f"{MIN_N} runs with probes ({counts}), too few to show whether sharpness and "
+                "a generalisation gap move together within a method (pooling methods would "
+                "only say that the methods differ). The probe values are in the table below.")
+    missing = [f"{m}: {label(p)} vs {GAPS[g]}" for g in gaps for p in probes for m in methods
+               if m not in panels.get((p, g), [])]
+    if not missing:
+        return ""
+    return (f"Scatter panels show only methods with at least {MIN_N} runs with both values "
+            f"({counts} runs with probes); left out: {'; '.join(missing)}.")
+
+
+def _values_table(ctx: Context, runs: pd.DataFrame, methods: list[str], probes: list[str],
+                  gaps: list[str]) -> Table:
+    """Each probe and gap per method: mean [95 % CI] over its runs with the value."""
+    rows, shown = [], []
+    for name in probes + gaps:
+        row = {"quantity": GAPS.get(name, label(name)),
+               "unit": "mIoU, fraction" if name in GAPS else unit(name)}
+        for m in methods:
+            est = mean_ci(ctx.data.column(runs[runs["method"] == m], name))
+            rows.append({"quantity": name, "method": m, "mean": est.mean, "ci_low": est.low,
+                         "ci_high": est.high, "n": est.n})
+            row[m] = est.text("sig3")
+        shown.append(row)
+    return Table("sharpness_probes", pd.DataFrame(rows), pd.DataFrame(shown),
+                 "Sharpness probes and generalisation gaps per method: mean [95 % CI] over "
+                 "its successful runs with the value (no interval below 3).")
+
+
 def build(ctx: Context) -> Section:
     section = new_section(__name__)
     shown_methods = ctx.data.runs["method"].isin(ctx.methods)
@@ -76,15 +129,10 @@ def build(ctx: Context) -> Section:
     methods = [m for m in ctx.methods if (runs["method"] == m).any()]
     corr = _correlations(ctx, runs, methods, probes, gaps)
     adjusted = dict(zip(corr, holm(c.p for c in corr.values())))
-    rows = [{"method": m, "probe": p, "gap": g, "kendall_tau": c.tau, "ci_low": c.low,
-             "ci_high": c.high, "p_value": c.p, "holm_p": adjusted[m, p, g],
-             "partial_tau": c.partial, "partial_ci_low": c.partial_low,
-             "partial_ci_high": c.partial_high, "n": c.n}
-            for (m, p, g), c in corr.items()]
-    shown = [{"method": m, "probe": label(p),
-              **{f"τ vs {GAPS[g]}": corr[m, p, g].text(adjusted[m, p, g]) for g in gaps},
-              **{f"partial τ vs {GAPS[g]}": corr[m, p, g].partial_text() for g in gaps}}
-             for m in methods for p in probes]
+    panels = _panels(corr, methods, probes, gaps)
+    if not panels:
+        section.say(_left_out(corr, panels, methods, probes, gaps))
+        return section.add(_values_table(ctx, runs, methods, probes, gaps))
     section.say(
         "Kendall's τ-b between a probe and a generalisation gap, computed within each method "
         "across its successful runs with probes (never pooled: runs of different methods "
@@ -94,26 +142,39 @@ def build(ctx: Context) -> Section:
         "probe and gap share with clean test mIoU. Intervals: percentile bootstrap over runs "
         f"(from {CI_MIN_N} runs); p: two-sided (exact for small n), then {HOLM} over the "
         f"{sum(math.isfinite(c.p) for c in corr.values())} τ of this table, shown in brackets.")
-    section.say(_verdict(corr, adjusted, methods, runs))
+    section.say(_verdict(corr, adjusted, methods))
+    section.say(_left_out(corr, panels, methods, probes, gaps))
+    rows = [{"method": m, "probe": p, "gap": g, "kendall_tau": c.tau, "ci_low": c.low,
+             "ci_high": c.high, "p_value": c.p, "holm_p": adjusted[m, p, g],
+             "partial_tau": c.partial, "partial_ci_low": c.partial_low,
+             "partial_ci_high": c.partial_high, "n": c.n}
+            for (m, p, g), c in corr.items()]
+    shown = [{"method": m, "probe": label(p),
+              **{f"τ vs {GAPS[g]}": corr[m, p, g].text(adjusted[m, p, g]) for g in gaps},
+              **{f"partial τ vs {GAPS[g]}": corr[m, p, g].partial_text() for g in gaps}}
+             for m in methods for p in probes]
     section.add(Table("sharpness_kendall", pd.DataFrame(rows), pd.DataFrame(shown),
                       "Rank correlation (Kendall τ) between sharpness probes and "
                       "generalisation gaps, within each method."))
+    section.add(_values_table(ctx, runs, methods, probes, gaps))
     if ctx.draw:
-        section.add(FigureItem("sharpness_vs_gap", _figure(ctx, runs, probes, gaps),
+        section.add(FigureItem("sharpness_vs_gap", _figure(ctx, runs, panels),
                                "Each probe (x) against each generalisation gap (y), one point "
-                               "per run, coloured by method; τ within each method is in the "
-                               "table (the cloud of all methods together is not a test)."))
+                               f"per run, coloured by method (methods with at least {MIN_N} "
+                               "runs with both values); τ within each method is in the table "
+                               "(the cloud of all methods together is not a test)."))
     return section
 
 
-def _verdict(corr: dict, adjusted: dict, methods: list[str], runs: pd.DataFrame) -> str:
+def _verdict(corr: dict, adjusted: dict, methods: list[str]) -> str:
     """Plain words: which τ, if any, is distinguishable from 0."""
     tested = {k: c for k, c in corr.items() if math.isfinite(c.tau)}
     if not tested:
-        counts = ", ".join(f"{m} {int((runs['method'] == m).sum())}" for m in methods)
+        counts = ", ".join(f"{m} {_with_probes(corr, m)}" for m in methods)
         return (f"No τ can be computed: each method has fewer than {MIN_N} runs with probes "
-                f"({counts}). Sharpness and generalisation cannot be related within a "
-                "method here, and pooling methods would not answer the question.")
+                f"({counts}) or values that do not vary. Sharpness and generalisation cannot "
+                "be related within a method here, and pooling methods would not answer the "
+                "question.")
     found = [f"{m}: {label(p)} vs {GAPS[g]} (τ {c.tau:+.2f}, Holm p {adjusted[m, p, g]:.2g})"
              for (m, p, g), c in tested.items() if adjusted[m, p, g] < ALPHA]
     if not found:
@@ -124,19 +185,23 @@ def _verdict(corr: dict, adjusted: dict, methods: list[str], runs: pd.DataFrame)
     return "τ distinguishable from 0 after correction: " + "; ".join(found) + "."
 
 
-def _figure(ctx: Context, runs, probes, gaps):
+def _figure(ctx: Context, runs, panels: dict[tuple[str, str], list[str]]):
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+    probes = list(dict.fromkeys(p for p, _ in panels))
+    gaps = list(dict.fromkeys(g for _, g in panels))
     fig = style.new_figure()
     axes = fig.subplots(len(gaps), len(probes), squeeze=False, sharey="row", sharex="col")
     for i, g in enumerate(gaps):
         for j, p in enumerate(probes):
             ax = axes[i][j]
-            for method in ctx.methods:
+            if (p, g) not in panels:
+                style.note(ax, f"fewer than {MIN_N} runs\nof any method")
+                continue
+            for method in panels[p, g]:
                 group = runs[runs["method"] == method]
-                if len(group):
-                    ax.scatter(ctx.data.column(group, p), ctx.data.column(group, g), s=16,
-                               color=ctx.colors[method], label=method)
+                ax.scatter(ctx.data.column(group, p), ctx.data.column(group, g), s=16,
+                           color=ctx.colors[method], label=method)
             ax.xaxis.set_major_locator(MaxNLocator(3))
             # no shared "1e-5" offset: it would collide with the axis label
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
@@ -145,5 +210,5 @@ def _figure(ctx: Context, runs, probes, gaps):
                 ax.set_xlabel(f"{label(p)}\n({unit(p)})", fontsize=7)
             if j == 0:
                 ax.set_ylabel(f"{GAPS[g]}\n(mIoU, fraction)", fontsize=8)
-    axes[0][0].legend(loc="best", fontsize=7)
+    legend(axes[0][0], loc="best", fontsize=7)
     return fig

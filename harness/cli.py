@@ -13,6 +13,7 @@ import click
 
 from harness.bench.data import data_command
 from harness.bench.embeddings import embeddings_command
+from harness.bench.memory import memory_command
 from harness.bench.optimizers import optimizers_command
 from harness.bench.probes import probes_command
 from harness.bench.shifts import shifts_command
@@ -422,12 +423,16 @@ def bench():
 
 bench.add_command(data_command, "data")
 bench.add_command(embeddings_command, "embeddings")
+bench.add_command(memory_command, "memory")
 bench.add_command(optimizers_command, "optimizers")
 bench.add_command(probes_command, "probes")
 bench.add_command(shifts_command, "shifts")
 
 
 def main() -> None:
+    from harness.memory import apply_from_environment
+
+    apply_from_environment()
     cli(prog_name="harness")
 
 

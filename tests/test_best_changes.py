@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.config import study_from_dict
-from harness.experiment.study import optuna_name, run_study, study_status
+from harness.experiment.study import optuna_name, run_study
 from harness.report.collect import load_study_data
 from harness.tracking import schema
 from harness.tracking.store import default_storage_url, default_tracking_uri

@@ -20,7 +20,7 @@ MODULES = sorted(
 # registries of the stages below it; those stages take config sections as arguments and
 # import their types only under TYPE_CHECKING.
 STAGES = ("cli", "bench", "report", "experiment", "probes", "train", "config", "evaluate",
-          "optim", "model", "data", "tracking", "home", "atomic", "subprocess_group", "interrupt",
+          "optim", "model", "data", "tracking", "home", "atomic", "subprocess_group", "interrupt", "memory",
           "errors")
 # Beyond the order: the report reads what was recorded and never runs an experiment.
 FORBIDDEN = {"report": ("experiment", "train", "probes")}

@@ -524,6 +524,22 @@ def test_builtin_nuclei_splits_hold_disjoint_whole_nuclei(tmp_path):
     assert counts == {"train": (48, 159), "val": (6, 13), "test": (7, 21)}
 
 
+def test_builtin_nuclei_max_images_keeps_a_fixed_subset_of_crops(tmp_path):
+    full = DataConfig(source="builtin", path="nuclei", image_size=64, min_area=0)
+    capped = DataConfig(source="builtin", path="nuclei", image_size=64, min_area=0,
+                        max_images=12)
+    every = load_split(full, "train", tmp_path / "cache")
+    some = load_split(capped, "train", tmp_path / "cache")  # same cache: a key of its own
+    again = load_split(capped, "train", tmp_path / "other-cache")
+    assert len(every.images) == 48 and len(some.images) == 12
+    assert some.image_ids == again.image_ids  # fixed: the same crops from a fresh cache
+    assert set(some.image_ids) < set(every.image_ids)
+    for i, image_id in enumerate(some.image_ids):
+        j = every.image_ids.index(image_id)
+        np.testing.assert_array_equal(some.images[i], every.images[j])
+        np.testing.assert_array_equal(some.masks[some.owner == i], every.masks[every.owner == j])
+
+
 @pytest.mark.parametrize("name, shape, count", [("voc", (375, 500), 19),
                                                 ("arc", (480, 640), 8)])
 def test_builtin_photos_split_their_instances(name, shape, count, tmp_path):

@@ -6,6 +6,9 @@ Thread setting and device sync come from :mod:`harness.model.device`.
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from harness.model import build_model, set_trainable
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -13,3 +16,11 @@ def summary(samples: list[float]) -> dict[str, float]:
     q25, median, q75 = np.percentile(samples, [25, 50, 75])
     return {"median": float(median), "q25": float(q25), "q75": float(q75),
             "min": float(min(samples)), "max": float(max(samples))}
+
+
+def decoder_model(preset: str, seed: int) -> torch.nn.Module:
+    """`preset` with its weights, seeded, training the mask decoder only."""
+    torch.manual_seed(seed)
+    model = build_model(preset)
+    set_trainable(model, "decoder")
+    return model

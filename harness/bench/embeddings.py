@@ -28,12 +28,12 @@ import click
 import numpy as np
 import torch
 
-from harness.bench.common import summary
+from harness.bench.common import decoder_model, summary
 from harness.config import study_from_dict
 from harness.data.sources import load_split
 from harness.evaluate.shifts import evaluate_shifts
 from harness.home import cache_dir
-from harness.model import build_model, get_spec, set_trainable
+from harness.model import get_spec
 from harness.model.device import torch_threads
 from harness.model.embeddings import stored_embeddings
 from harness.optim import get_method
@@ -52,13 +52,6 @@ def _temporary_home() -> Iterator[Path]:
                 os.environ.pop("HARNESS_HOME", None)
             else:
                 os.environ["HARNESS_HOME"] = before
-
-
-def _decoder_model(preset: str, seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = build_model(preset)
-    set_trainable(model, "decoder")
-    return model
 
 
 def _epoch_seconds(model, dataset, batch_size: int, embeddings) -> float:
@@ -94,17 +87,17 @@ def run_embedding_bench(preset: str = "litemedsam", images: int = 16, batch_size
     with torch_threads(threads), _temporary_home():
         train_set = load_split(cfg.data, "train")
         test = load_split(cfg.data, "test")
-        model = _decoder_model(preset, 0)
+        model = decoder_model(preset, 0)
         start = time.perf_counter()
         stored = stored_embeddings(model, train_set)  # the one-off cost of filling the store
         fill_seconds = time.perf_counter() - start
-        warm = _decoder_model(preset, 0)  # corrupted sets and their embeddings, made once
+        warm = decoder_model(preset, 0)  # corrupted sets and their embeddings, made once
         evaluate_shifts(warm, cfg, test, cache_dir(), reuse_scores=False, progress=False)
         for r in range(rounds):
             epoch["encoder"].append(_epoch_seconds(model, train_set, batch_size, None))
             epoch["store"].append(_epoch_seconds(model, train_set, batch_size, stored))
-            new = _decoder_model(preset, 1 + r)  # a new decoder: no cell scores to reuse
-            recompute = _decoder_model(preset, 1 + r)
+            new = decoder_model(preset, 1 + r)  # a new decoder: no cell scores to reuse
+            recompute = decoder_model(preset, 1 + r)
             recompute.image_encoder.requires_grad_(True)  # not frozen: the store is bypassed
             for label, m in (("encoder", recompute), ("store", new)):
                 started = time.perf_counter()

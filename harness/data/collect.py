@@ -132,11 +132,12 @@ def quotas(n: int, fractions) -> list[int]:
     return counts
 
 
-def cap(items: list[Item], max_images: int | None) -> list[Item]:
-    """At most `max_images` items (a fixed pseudo-random subset), ordered by id."""
+def cap(items: list, max_images: int | None, ident=lambda item: item.id) -> list:
+    """At most `max_images` items (a fixed pseudo-random subset), ordered by id; `ident`
+    gives an item's id (default: its ``id`` attribute)."""
     if max_images is not None and len(items) > max_images:
-        items = sorted(items, key=lambda item: stable_unit("subset:" + item.id))[:max_images]
-    return sorted(items, key=lambda item: item.id)
+        items = sorted(items, key=lambda item: stable_unit("subset:" + ident(item)))[:max_images]
+    return sorted(items, key=ident)
 
 
 # ---------------------------------------------------------------- decoding

@@ -9,11 +9,14 @@ request; long loops call :func:`check` at safe points, which raises it again.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 
 _requested = threading.Event()
 _signal: list[int] = []  # the signal that asked to stop
+_deferring: list[bool] = []  # inside deferred(): remember, do not raise
 
 # SIGTERM is how `timeout`, a container stop or a batch scheduler asks a job to end: it must
 # close its records exactly as Ctrl+C does, not die with trials, runs and the study RUNNING.
@@ -22,7 +25,20 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def _handler(signum, frame) -> None:
     request(signum)
-    raise KeyboardInterrupt
+    if not _deferring:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Within the block a signal is remembered but not raised: for a step that must not be
+    cut in half, such as creating a record whose id the caller needs in order to close it.
+    Call :func:`check` after the block, where the record can be closed."""
+    _deferring.append(True)
+    try:
+        yield
+    finally:
+        _deferring.pop()
 
 
 def request(signum: int) -> None:

@@ -48,3 +48,38 @@ def test_training_stops_at_the_next_step(installed, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(build_model("tiny-32"), data, "adamw", Hparams(lr=1e-3, weight_decay=0.0),
               epochs=1, batch_size=2, seed=0, progress=False)
+
+
+class _InterruptedCreate:
+    """A real MLflow client whose create_run is cut by Ctrl+C right after the server made the
+    run and before its id reached the caller: the worst moment for an interrupt."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def create_run(self, *args, **kwargs):
+        run = self._client.create_run(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+        return run
+
+
+def test_an_interrupt_while_the_run_is_created_still_closes_it(installed, home,
+                                                                tiny_study_dict):
+    from harness.config import study_from_dict
+    from harness.experiment.trial import TrialSpec, method_hparams, run_trial
+    from harness.tracking.store import get_experiment_id, tracking_client
+
+    cfg = study_from_dict(tiny_study_dict)
+    client = tracking_client()
+    experiment = get_experiment_id(client, "cut")
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, TrialSpec("adamw", method_hparams(cfg, "adamw"), 0, "single"),
+                  _InterruptedCreate(client), experiment, progress=False)
+    (run,) = client.search_runs([experiment])
+    assert run.info.status == "KILLED"  # not left RUNNING without a name or a closer
+    assert "loss" not in " ".join(run.data.metrics)  # stopped before any training

@@ -29,7 +29,7 @@ from harness.config import StudyConfig, dump_yaml
 from harness.data import synthetic
 from harness.data.sources import load_split
 from harness.evaluate.segment import evaluate_dataset
-from harness.experiment.outcome import recorded_outcome
+from harness.experiment.outcome import create_run, recorded_outcome
 from harness.home import cache_dir
 from harness.model import build_model, resolve_device, torch_threads
 from harness.optim import get_method
@@ -90,7 +90,7 @@ def _source_data(cfg: StudyConfig):
 def _build(cfg: StudyConfig, path: Path, client: MlflowClient, progress: bool) -> None:
     base = cfg.model.base
     data = _source_data(cfg)
-    run = client.create_run(get_experiment_id(client, BASES_EXPERIMENT), tags={
+    run = create_run(client, get_experiment_id(client, BASES_EXPERIMENT), {
         schema.ROLE: schema.ROLE_BASE, schema.RUN_NAME: path.stem,
         schema.METHOD: "adamw", schema.SEED: str(base.seed)})
     run_id = run.info.run_id

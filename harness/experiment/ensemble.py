@@ -28,7 +28,7 @@ from harness.evaluate.ensemble import Ensemble
 from harness.evaluate.segment import predict_dataset
 from harness.experiment.costs import PeakMemory
 from harness.experiment.ondemand import load_logged_model
-from harness.experiment.outcome import recorded_outcome
+from harness.experiment.outcome import create_run, recorded_outcome
 from harness.experiment.supersede import current
 from harness.experiment.trial import clean_metrics, evaluate_extras, study_tags
 from harness.tracking import schema
@@ -100,7 +100,7 @@ def run_ensemble(cfg: StudyConfig, name: str, client: MlflowClient, experiment_i
     seeds = ensemble_seeds(cfg, name)
     key = ensemble_key(cfg, name)
     ids = [r.info.run_id for r in members]
-    run = client.create_run(experiment_id, tags={
+    run = create_run(client, experiment_id, {
         schema.PARENT_RUN: parent_run_id, schema.RUN_NAME: f"{name}-k{len(ids)}",
         **study_tags(cfg), schema.METHOD: name, schema.PHASE: schema.PHASE_FINAL,
         schema.ROLE: schema.ROLE_ENSEMBLE, schema.ENSEMBLE_KEY: key,

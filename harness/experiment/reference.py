@@ -20,7 +20,7 @@ from harness.config import StudyConfig, dump_yaml
 from harness.data.sources import load_splits
 from harness.evaluate.priors import PRIORS
 from harness.experiment.base import starting_weights
-from harness.experiment.outcome import recorded_outcome
+from harness.experiment.outcome import create_run, recorded_outcome
 from harness.experiment.trial import clean_metrics, evaluate_extras, study_tags
 from harness.model import build_model, resolve_device, torch_threads
 from harness.tracking import schema
@@ -70,7 +70,7 @@ def record_reference(cfg: StudyConfig, role: str, name: str,
             schema.PHASE: schema.PHASE_FINAL}
     if parent_run_id is not None:
         tags[schema.PARENT_RUN] = parent_run_id
-    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    run_id = create_run(client, experiment_id, tags).info.run_id
     if on_run_created is not None:
         on_run_created(run_id)
     with recorded_outcome(client, run_id), torch_threads(cfg.train.threads):

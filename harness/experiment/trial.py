@@ -24,7 +24,7 @@ from harness.evaluate.segment import evaluate_dataset, mean_scores, timed_scores
 from harness.evaluate.shifts import evaluate_shifts, shift_metrics
 from harness.experiment.base import starting_weights
 from harness.experiment.costs import PeakMemory
-from harness.experiment.outcome import recorded_outcome
+from harness.experiment.outcome import create_run, recorded_outcome
 from harness.home import cache_dir
 from harness.model import build_model, count_parameters, resolve_device, torch_threads
 from harness.optim import Hparams, get_method
@@ -76,7 +76,7 @@ def run_trial(
         tags[schema.PARENT_RUN] = parent_run_id
     number = f"-t{spec.trial_number}" if spec.trial_number is not None else ""
     tags[schema.RUN_NAME] = f"{spec.method}-{spec.phase}{number}-seed{spec.seed}"
-    run = client.create_run(experiment_id, tags=tags)
+    run = create_run(client, experiment_id, tags)
     run_id = run.info.run_id
     # from here on an interrupt, wherever it lands, closes the run
     with recorded_outcome(client, run_id), torch_threads(cfg.train.threads):

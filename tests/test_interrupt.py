@@ -83,3 +83,37 @@ def test_an_interrupt_while_the_run_is_created_still_closes_it(installed, home,
     (run,) = client.search_runs([experiment])
     assert run.info.status == "KILLED"  # not left RUNNING without a name or a closer
     assert "loss" not in " ".join(run.data.metrics)  # stopped before any training
+
+
+class _InterruptedClose(_InterruptedCreate):
+    """... and one cut by Ctrl+C while it closes a finished run."""
+
+    def create_run(self, *args, **kwargs):
+        return self._client.create_run(*args, **kwargs)
+
+    def set_tag(self, *args, **kwargs):
+        self._client.set_tag(*args, **kwargs)
+        if args[1] == "harness.status":
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+
+
+def test_an_interrupt_while_a_finished_run_is_closed_still_finishes_it(installed, home,
+                                                                       tiny_study_dict):
+    from harness.config import study_from_dict
+    from harness.experiment.trial import TrialSpec, method_hparams, run_trial
+    from harness.tracking import schema
+    from harness.tracking.store import get_experiment_id, tracking_client
+
+    assert schema.STATUS == "harness.status"
+    cfg = study_from_dict(tiny_study_dict)
+    client = tracking_client()
+    experiment = get_experiment_id(client, "closing")
+    run_trial(cfg, TrialSpec("adamw", method_hparams(cfg, "adamw"), 0, "single"),
+              _InterruptedClose(client), experiment, progress=False)
+    (run,) = client.search_runs([experiment])
+    assert run.info.status == "FINISHED"
+    assert interrupt.requested()  # kept for the caller's next check
+    with pytest.raises(KeyboardInterrupt):
+        interrupt.check()

@@ -44,5 +44,8 @@ def recorded_outcome(client: MlflowClient, run_id: str) -> Iterator[None]:
     except BaseException:
         client.set_terminated(run_id, "KILLED")
         raise
-    client.set_tag(run_id, schema.STATUS, schema.STATUS_OK)
-    client.set_terminated(run_id, "FINISHED")
+    # the work is done: a signal now must not leave it RUNNING half-closed; the caller's next
+    # interrupt.check() raises it
+    with interrupt.deferred():
+        client.set_tag(run_id, schema.STATUS, schema.STATUS_OK)
+        client.set_terminated(run_id, "FINISHED")

@@ -6,6 +6,8 @@ host would be) and, in the last test, real `harness study run` processes.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import optuna
@@ -16,6 +18,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from conftest import run_workers
+from harness import interrupt
 from harness.config import study_from_dict
 from harness.experiment.queue import claim, fail_stale, queued_study, run_queued
 from harness.experiment.study import optuna_name, run_study
@@ -103,6 +106,39 @@ def test_an_interrupted_slot_is_handed_back_once(tmp_path):
     assert len(waiting) == 1 and waiting[0].user_attrs[schema.ATTR_SEED] == 7
     assert schema.ATTR_RUN_ID not in waiting[0].user_attrs  # inherits the slot, not the run
     assert run_queued(storage, study, lambda trial: 0.5) == 1
+
+
+class _SignalOnClaim(JournalStorage):
+    """A real journal storage that receives SIGTERM just after it grants a claim (WAITING →
+    RUNNING), before the caller holds the trial: the moment that once left a trial RUNNING
+    with nobody to close it."""
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        granted = super().set_trial_state_values(trial_id, state, values)
+        if state == TrialState.RUNNING and granted:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # bytecode boundaries for the handler to run at
+                pass
+        return granted
+
+
+def test_a_signal_during_the_claim_hands_the_slot_back(tmp_path):
+    old = {signum: signal.getsignal(signum) for signum in interrupt.SIGNALS}
+    interrupt.install()
+    try:
+        storage = _SignalOnClaim(JournalFileBackend(str(tmp_path / "optuna.log")))
+        study = queued_study(storage, "final", {3: {schema.ATTR_SEED: 3}})
+        ran = []
+        with pytest.raises(KeyboardInterrupt):
+            run_queued(storage, study, ran.append)
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+        interrupt._requested.clear()
+    assert ran == []  # the held signal stopped the worker before any work
+    states = sorted(t.state.name for t in study.get_trials())
+    assert states == ["FAIL", "WAITING"]  # nothing RUNNING: the slot waits for the rerun
+    assert study.get_trials(states=(TrialState.WAITING,))[0].user_attrs[schema.ATTR_SEED] == 3
 
 
 def test_each_queued_trial_is_claimed_by_one_worker(tmp_path):

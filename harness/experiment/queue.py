@@ -37,6 +37,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from harness import interrupt
 from harness.tracking import schema
 from harness.tracking.store import GRACE_S, HEARTBEAT_S, storage_lock
 
@@ -155,20 +156,32 @@ def run_queued(storage: optuna.storages.BaseStorage, study: optuna.Study,
     `work(trial)` returns the objective, or raises ``optuna.TrialPruned`` (a result that
     used its slot: a divergence). Anything else hands the slot back and propagates."""
     ran = 0
-    while (trial := claim(storage, study)) is not None:
-        slot = trial.user_attrs[schema.ATTR_SLOT]
-        attrs = queued_attrs(trial)
+    while True:
+        interrupt.check()  # one held by a deferred block below: stop before claiming more
+        # A signal between the claim and the try below would leave the trial RUNNING with
+        # nobody to close it (its slot then waits for the grace period): hold it until the
+        # trial is ours to hand back.
+        with interrupt.deferred():
+            trial = claim(storage, study)
+            if trial is None:
+                break
+            slot = trial.user_attrs[schema.ATTR_SLOT]
+            attrs = queued_attrs(trial)
         try:
+            interrupt.check()
             with heartbeat(storage, trial):
                 value = work(trial)
         except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
+            with interrupt.deferred():
+                study.tell(trial, state=TrialState.PRUNED)
         except BaseException:
-            enqueue(study, slot, attrs)
-            study.tell(trial, state=TrialState.FAIL)
+            with interrupt.deferred():
+                enqueue(study, slot, attrs)
+                study.tell(trial, state=TrialState.FAIL)
             raise
         else:
-            study.tell(trial, value)
+            with interrupt.deferred():  # a result must not be lost half-written
+                study.tell(trial, value)
         ran += 1
     return ran
 

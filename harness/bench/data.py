@@ -33,7 +33,7 @@ from typing import Any
 import click
 import numpy as np
 
-from harness.bench.common import summary
+from harness.bench.common import json_option, spread_header, spread_row, summary
 from harness.config import DataConfig
 from harness.data import folder
 from harness.data.collect import file_stamps
@@ -156,16 +156,14 @@ def run_data_bench(images: int = 10_000, size: int = 32, repeats: int = 3,
 
 def format_report(result: dict[str, Any]) -> str:
     def row(name: str, s: dict[str, float], unit: str = "", digits: int = 2) -> str:
-        f = f"{{:.{digits}f}}".format
-        return (f"{name:<40}{f(s['median']):>10}{unit}  {f(s['q25'])}–{f(s['q75'])}"
-                f"  {f(s['min'])}–{f(s['max'])}")
+        return spread_row(name, s, 40, unit, f".{digits}f", median_width=10)
     goal = result["index_goal_seconds"] * result["images"] / 10_000
     return "\n".join([
         f"folder source: {result['images']:,} generated {result['size']}×{result['size']} PNG "
         f"images with {result['instances_generated']:,} instances "
         f"({'reused' if result['reused_folder'] else 'generated'} in {result['root']}); "
         f"one split of every image; {result['repeats']} repeat(s), each from an empty cache",
-        f"{'':<40}{'median':>10}   IQR        min–max",
+        spread_header(40, 10),
         row("seconds: index (list, pair, split)", result["seconds"]["index"], digits=3),
         row("seconds: cache key (stat every file)", result["seconds"]["key"], digits=3),
         row("seconds: index + cache key", result["index_and_key_seconds"], digits=3),
@@ -192,7 +190,7 @@ def format_report(result: dict[str, Any]) -> str:
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path),
               help="Generate into (or reuse) this folder instead of a temporary one.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@json_option
 def data_command(images, size, repeats, root, seed, as_json):
     """Index time of the folder source, and images/s of uncached vs cached loading.
 

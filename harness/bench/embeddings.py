@@ -28,7 +28,8 @@ import click
 import numpy as np
 import torch
 
-from harness.bench.common import decoder_model, summary
+from harness.bench.common import (decoder_model, json_option, rounds_option, spread_header,
+                                   spread_row, summary, threads_option)
 from harness.config import study_from_dict
 from harness.data.sources import load_split
 from harness.evaluate.shifts import evaluate_shifts
@@ -121,13 +122,12 @@ def run_embedding_bench(preset: str = "litemedsam", images: int = 16, batch_size
 
 def format_report(result: dict[str, Any]) -> str:
     def row(name: str, s: dict[str, float], unit: str = "") -> str:
-        return (f"{name:<46}{s['median']:>9.2f}{unit}  {s['q25']:.2f}–{s['q75']:.2f}"
-                f"  {s['min']:.2f}–{s['max']:.2f}")
+        return spread_row(name, s, 46, unit)
     return "\n".join([
         f"embedding store, preset {result['preset']}: {result['images']} training images, "
         f"batch {result['batch_size']}, shift suite of {result['cells']} cells; "
         f"{result['rounds']} rounds, {result['threads']} threads",
-        f"{'':<46}{'median':>9}   IQR        min–max",
+        spread_header(46),
         row("decoder epoch: encoder ÷ store", result["epoch_ratio"], "×"),
         row("new decoder's shift suite: encoder ÷ store", result["shifts_ratio"], "×"),
         row("seconds: epoch re-running the encoder", result["epoch"]["encoder"]),
@@ -146,10 +146,9 @@ def format_report(result: dict[str, Any]) -> str:
               help="Model preset (pretrained presets load their own weights).")
 @click.option("--images", default=16, show_default=True, type=click.IntRange(min=2))
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1))
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="torch CPU threads (default: torch's).")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@rounds_option
+@threads_option
+@json_option
 def embeddings_command(preset, images, batch_size, rounds, threads, as_json):
     """Decoder-only epoch and a new decoder's shift suite, with and without the store."""
     result = run_embedding_bench(preset, images, batch_size, rounds, threads)

@@ -17,7 +17,8 @@ from typing import Any
 import click
 import torch
 
-from harness.bench.common import decoder_model, summary
+from harness.bench.common import (decoder_model, json_option, rounds_option, spread_header,
+                                   spread_row, summary, threads_option)
 from harness.memory import keep_freed_memory
 from harness.model import predict_from_embeddings
 from harness.model.device import torch_threads
@@ -92,13 +93,12 @@ def run_memory_bench(preset: str = "litemedsam", images: int = 8, prompts: int =
 
 def format_report(result: dict[str, Any]) -> str:
     def row(name: str, s: dict[str, float], fmt: str = ".2f") -> str:
-        return (f"{name:<40}{s['median']:>11{fmt}}  {s['q25']:{fmt}}–{s['q75']:{fmt}}"
-                f"  {s['min']:{fmt}}–{s['max']:{fmt}}")
+        return spread_row(name, s, 40, fmt=fmt, median_width=11)
     return "\n".join([
         f"decoder-only step, preset {result['preset']}: {result['prompts']} prompts on "
         f"{result['images']} stored embeddings, {result['steps']} steps × {result['rounds']} "
         f"rounds, {result['threads']} threads",
-        f"{'':<40}{'median':>11}   IQR        min–max",
+        spread_header(40, 11),
         row("step: glibc defaults ÷ freed kept", result["ratio"]),
         row("seconds/step: glibc defaults", result["seconds"]["system"]),
         row("seconds/step: freed memory kept", result["seconds"]["keep"]),
@@ -113,10 +113,9 @@ def format_report(result: dict[str, Any]) -> str:
 @click.option("--images", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--prompts", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--steps", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="torch CPU threads (default: torch's).")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@rounds_option
+@threads_option
+@json_option
 def memory_command(preset, images, prompts, steps, rounds, threads, as_json):
     """A decoder step with glibc's defaults vs freed memory kept (HARNESS_MALLOC)."""
     result = run_memory_bench(preset, images, prompts, steps, rounds, threads)

@@ -35,7 +35,7 @@ import click
 import numpy as np
 import torch
 
-from harness.bench.common import summary
+from harness.bench.common import json_option, summary
 from harness.model.device import synchronize, torch_threads
 from harness.optim import ASAM, SAM
 
@@ -342,7 +342,7 @@ def format_report(result: dict[str, Any]) -> str:
 @click.option("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=0),
               help="torch CPU threads during the run; 0 keeps torch's default")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@json_option
 def optimizers_command(preset, steps, every_k, batch_size, device, threads, as_json):
     """Per-step cost of SAM / ASAM (and every-k variants) relative to AdamW, interleaved."""
     result = run_optimizer_bench(preset, steps, batch_size=batch_size, every_k=every_k,

@@ -28,6 +28,7 @@ import click
 import numpy as np
 import torch
 
+from harness.bench.common import json_option
 from harness.model.device import synchronize, torch_threads
 from harness.config import DataConfig, ProbeConfig
 from harness.data.sources import load_split
@@ -150,7 +151,7 @@ def format_report(result: dict[str, Any]) -> str:
 @click.option("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=0),
               help="torch CPU threads during the run; 0 keeps torch's default")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@json_option
 def probes_command(preset, batches, batch_size, device, threads, as_json):
     """Cost of each sharpness probe as a multiple of a training step on the same batches."""
     result = run_probe_bench(preset, batches, batch_size, device=device, threads=threads or None)

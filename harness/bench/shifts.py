@@ -26,7 +26,8 @@ import click
 import pandas as pd
 import torch
 
-from harness.bench.common import summary
+from harness.bench.common import (json_option, rounds_option, spread_header, spread_row,
+                                   summary, threads_option)
 from harness.model.device import torch_threads
 from harness.config import load_study
 from harness.data.sources import load_split
@@ -73,12 +74,11 @@ def run_shift_bench(study: str = "asam-vs-adamw", preset: str | None = "cpu", ro
 
 def format_report(result: dict[str, Any]) -> str:
     def row(name: str, s: dict[str, float], unit: str = "") -> str:
-        return (f"{name:<34}{s['median']:>9.2f}{unit}  {s['q25']:.2f}–{s['q75']:.2f}"
-                f"  {s['min']:.2f}–{s['max']:.2f}")
+        return spread_row(name, s, 34, unit)
     lines = [
         f"shift suite of {result['study']} (preset {result['preset']}): {result['cells']} cells,"
         f" {result['masks_per_cell']} masks per cell; {result['rounds']} rounds",
-        f"{'':<34}{'median':>9}   IQR        min–max",
+        spread_header(34),
         row("first ÷ second (same model)", result["first/second"], "×"),
         row("first ÷ other (new model)", result["first/other"], "×"),
     ]
@@ -92,11 +92,9 @@ def format_report(result: dict[str, Any]) -> str:
 @click.option("--study", default="asam-vs-adamw", show_default=True,
               help="Study whose evaluate: section and data define the suite.")
 @click.option("--preset", default="cpu", show_default=True)
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Repetitions, each from an empty cache.")
-@click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="torch CPU threads (default: torch's).")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@rounds_option
+@threads_option
+@json_option
 def shifts_command(study, preset, rounds, threads, as_json):
     """Time the shift suite cold, for a new model, and again for the same model."""
     result = run_shift_bench(study, preset, rounds, threads, progress=not as_json)

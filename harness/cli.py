@@ -416,6 +416,46 @@ def report(study, preset, out, formats, methods, shifts, storage, tracking_uri):
     click.echo(f"report written to {folder}")
 
 
+@cli.command()
+@click.argument("name")
+@click.option("--preset", help="Preset of the claims file (and of its study), e.g. smoke, cpu.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output folder. Default: reports/<name>@<preset>.")
+@click.option("--no-run", is_flag=True,
+              help="Judge what is recorded; run nothing (arms not run fail with one line).")
+@click.option("--no-report", is_flag=True, help="Skip the main arm's full report.")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--tracking-uri", help=TRACKING_HELP)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def claims(name, preset, out, no_run, no_report, storage, tracking_uri, quiet):
+    """Test the statements of an article, one verdict per statement.
+
+    NAME is a claims file in studies/ (e.g. article-claims) or a path to one. Each of its
+    arms is a variant of one study (another training-set size, label noise, LoRA, a rho
+    grid, ...), run or resumed as its own study `<name>.<arm>`; then every statement is
+    measured on the recorded runs and judged against the range it claims: supported (95 %
+    interval inside the claimed range), contradicted (outside), inconclusive (overlapping,
+    or fewer than 3 runs), or not tested here (with the preset that tests it).
+
+    Writes claims.csv / .md / .tex / .pdf and the main arm's full report under
+    reports/<name>@<preset>/, and logs them on the main arm's parent MLflow run.
+
+    \b
+    Example:  harness claims article-claims --preset smoke
+              harness claims article-claims --preset cpu --no-run
+    """
+    from harness import interrupt
+    from harness.report.claims import run_claims
+
+    interrupt.install()
+    folder, table = run_claims(name, preset, out, run=not no_run, storage_url=storage,
+                               tracking_uri=tracking_uri, progress=not quiet, echo=click.echo,
+                               report=not no_report)
+    for row in table.itertuples():
+        click.echo(f"{row.id:>3}  {row.verdict:<15} {row.estimate:<28} {row.statement}")
+    click.echo(f"claims written to {folder}")
+
+
 @cli.group()
 def bench():
     """Measured ratios, side by side in one process (never absolute times alone)."""

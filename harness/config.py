@@ -122,6 +122,11 @@ class DataConfig:
     # image); loose ones leave the object's extent to be found in the image.
     box_margin: float = 0.0
     box_margin_noise: float = 0.0
+    # Annotation noise on the training split only (harness.data.label_noise): each training
+    # mask's boundary moves by up to label_noise_boundary pixels, in or out, and a mask is
+    # left out with probability label_noise_drop. Validation and test masks stay clean.
+    label_noise_boundary: int = 0
+    label_noise_drop: float = 0.0
 
     def validate(self, fail: Fail) -> None:
         if self.source not in SOURCES:
@@ -129,6 +134,10 @@ class DataConfig:
         for key in ("box_margin", "box_margin_noise"):
             if not 0 <= getattr(self, key) <= 2:
                 fail(f"data.{key}", "must be between 0 and 2 (a fraction of the box side)")
+        if self.label_noise_boundary < 0:
+            fail("data.label_noise_boundary", "must be ≥ 0 (pixels)")
+        if not 0 <= self.label_noise_drop < 1:
+            fail("data.label_noise_drop", "must be in [0, 1) (a probability)")
         for key, message in SOURCES[self.source].problems(self):
             fail(f"data.{key}", message)
 
@@ -224,6 +233,8 @@ def _validate_method(name: str, method_cfg, fail: Fail) -> None:
 class TuningConfig:
     # tpe: Optuna's TPE over low/high ranges; grid: every combination of the search choices
     # once (trials_per_method must equal the grid size), e.g. a rho sweep.
+    # trials_per_method 0: no tuning; the finals train each method's configured values (an
+    # arm of a sweep that holds everything but one setting fixed).
     sampler: str = "tpe"
     trials_per_method: int = 2
     seed: int = 0  # the training seed of every tuning trial (kept out of the search space)
@@ -240,8 +251,12 @@ class TuningConfig:
     grace_seconds: int = GRACE_S
 
     def validate(self, fail: Fail) -> None:
-        if self.trials_per_method < 1:
-            fail("tuning.trials_per_method", "must be ≥ 1")
+        if self.trials_per_method < 0:
+            fail("tuning.trials_per_method", "must be ≥ 0 (0: no tuning, the finals train "
+                 "the configured values)")
+        if self.trials_per_method == 0 and self.sampler == "grid":
+            fail("tuning.trials_per_method", "is 0 but tuning.sampler is grid: a grid runs "
+                 "each point once")
         if self.heartbeat_seconds < 1:
             fail("tuning.heartbeat_seconds", "must be ≥ 1")
         if self.grace_seconds < 2 * self.heartbeat_seconds:
@@ -521,6 +536,9 @@ def resolve_study_path(name_or_path: str | Path) -> Path:
 def study_from_dict(data: dict, preset: str | None = None, source: str = "<dict>") -> StudyConfig:
     if not isinstance(data, dict):
         raise HarnessError(f"{source}: a study must be a YAML mapping")
+    if "statements" in data and "arms" in data:
+        raise HarnessError(f"{source}: a claims file, not a study: run it with "
+                           f"`harness claims {data.get('name', Path(source).stem)}`")
     presets = data.get("presets") or {}
     if preset is not None:
         if preset not in presets:

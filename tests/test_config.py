@@ -106,3 +106,21 @@ def test_bad_key_inside_preset_names_the_preset(tmp_path, tiny_study_dict):
     path = write(tmp_path, tiny_study_dict)
     with pytest.raises(HarnessError, match=r"preset smaller.*'train.epoch'"):
         load_study(str(path), "smaller")
+
+
+def test_no_tuning_is_allowed_but_not_with_a_grid_or_below_zero(tiny_study_dict):
+    tiny_study_dict["tuning"]["trials_per_method"] = 0
+    assert study_from_dict(tiny_study_dict).tuning.trials_per_method == 0
+    tiny_study_dict["tuning"]["trials_per_method"] = -1
+    with pytest.raises(HarnessError, match="'tuning.trials_per_method' must be ≥ 0"):
+        study_from_dict(tiny_study_dict)
+    tiny_study_dict["tuning"].update(trials_per_method=0, sampler="grid")
+    tiny_study_dict["methods"] = {"sam": {"search": {"rho": {"choices": [0.05]}}}}
+    with pytest.raises(HarnessError, match="'tuning.trials_per_method' is 0 but"):
+        study_from_dict(tiny_study_dict)
+
+
+def test_a_claims_file_run_as_a_study_points_to_harness_claims():
+    with pytest.raises(HarnessError, match="a claims file, not a study: run it with "
+                                           "`harness claims article-claims`"):
+        load_study("article-claims")

@@ -18,6 +18,7 @@ from harness.report.stats import (
     paired,
     sign_flip_min_p,
     sign_flip_p,
+    welch_ci,
 )
 
 # --------------------------------------------------------------------------- mean_ci
@@ -40,6 +41,30 @@ def test_mean_ci_is_the_student_t_interval():
     est = mean_ci([0.1, 0.4, 0.2, 0.5, 0.3])
     assert est.mean == pytest.approx(0.3) and est.n == 5
     assert (est.low, est.high) == pytest.approx((0.3 - 0.19633, 0.3 + 0.19633), abs=1e-5)
+
+
+@pytest.mark.parametrize(("na", "nb", "sd_b"), [(3, 3, 0.05), (3, 5, 0.15), (5, 10, 0.02)])
+def test_welch_ci_covers_a_known_difference_with_unequal_groups(na, nb, sd_b):
+    rng = np.random.default_rng(na * 100 + nb)
+    reps = 3000
+    covered = 0
+    for _ in range(reps):
+        est = welch_ci(rng.normal(0.7, 0.05, na), rng.normal(0.6, sd_b, nb))
+        covered += est.low <= 0.1 <= est.high
+    assert 0.93 <= covered / reps <= 0.97
+
+
+def test_welch_ci_by_hand():
+    # a: mean 0.5, var 0.01 (n 3); b: mean 0.3, var 0.1/3 (n 4) → se² = 0.01/3 + 0.1/12
+    # = 0.011667, df = se⁴ / ((0.01/3)²/2 + (0.1/12)²/3) = 4.7419
+    est = welch_ci([0.4, 0.5, 0.6], [0.1, 0.2, 0.4, 0.5])
+    se2 = 0.01 / 3 + 0.1 / 12
+    df = se2 ** 2 / ((0.01 / 3) ** 2 / 2 + (0.1 / 12) ** 2 / 3)
+    half = stats.t.ppf(0.975, df) * math.sqrt(se2)
+    assert est.mean == pytest.approx(0.2)
+    assert (est.low, est.high) == pytest.approx((0.2 - half, 0.2 + half))
+    assert df == pytest.approx(4.7419, abs=1e-3)
+    assert not welch_ci([0.1, 0.2], [0.3, 0.4, 0.5]).has_ci  # 2 runs: no interval
 
 
 def test_fewer_than_three_values_give_no_interval_and_say_why():

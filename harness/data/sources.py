@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from harness.data import builtin, coco, folder, sa1b
 from harness.data.dataset import SPLIT_OFFSETS, SegDataset, synthetic_split
+from harness.data.label_noise import with_label_noise
 from harness.data.synthetic import DOMAINS
 from harness.errors import HarnessError
 from harness.home import cache_dir as default_cache_dir
@@ -82,6 +83,9 @@ def load_split(data: "DataConfig", split: str, cache_dir: Path | None = None) ->
         raise HarnessError(f"unknown data source {data.source!r}; choose one of "
                            f"{', '.join(SOURCES)}")
     dataset = SOURCES[data.source].load(data, split, cache_dir or default_cache_dir())
+    if split == "train":  # annotation noise is in what a model learns from, never what scores it
+        dataset = with_label_noise(dataset, data.label_noise_boundary, data.label_noise_drop,
+                                   seed=data.seed + 7919)
     return dataset.loosened(data.box_margin, data.box_margin_noise,
                             seed=data.seed + SPLIT_OFFSETS[split])
 

@@ -202,23 +202,37 @@ def _tuning_slots(cfg: StudyConfig, method: str) -> dict[int, dict]:
     return {i: {queue.PARAMS: dict(zip(space, point))} for i, point in enumerate(points)}
 
 
-def _final(ctx: StudyContext, method: str, tuned: optuna.Study, bar: tqdm) -> None:
+UNTUNED = -1  # the "tuning trial" of finals that train the configured values
+
+
+def _best(ctx: StudyContext, method: str, tuned: optuna.Study) -> tuple[int, Hparams] | None:
+    """The tuning trial the finals train (its number and values), or None when every one
+    diverged. Without tuning, the configured values, as trial number -1."""
+    if ctx.cfg.tuning.trials_per_method == 0:
+        return UNTUNED, method_hparams(ctx.cfg, method, {})
     complete = tuned.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
+        return None
+    best = max(complete, key=lambda t: t.value)  # ties: the earlier trial
+    return best.number, get_method(method).from_dict(best.user_attrs[schema.ATTR_HPARAMS])
+
+
+def _final(ctx: StudyContext, method: str, tuned: optuna.Study, bar: tqdm) -> None:
+    chosen = _best(ctx, method, tuned)
+    if chosen is None:
         bar.write(f"{method}: every tuning trial diverged; no final runs")
         ctx.client.set_tag(ctx.parent_run_id, schema.no_final(method),
                            "every tuning trial diverged")
         return
-    best = max(complete, key=lambda t: t.value)  # ties: the earlier trial
-    hparams = get_method(method).from_dict(best.user_attrs[schema.ATTR_HPARAMS])
+    best, hparams = chosen
 
     def prepare(study: optuna.Study) -> None:
         _label(study, ctx, schema.PHASE_FINAL, method)
-        study.set_user_attr(schema.ATTR_BEST_TUNE_TRIAL, best.number)
+        study.set_user_attr(schema.ATTR_BEST_TUNE_TRIAL, best)
         superseded = supersede_finals(ctx.client, ctx.experiment_id, ctx.parent_run_id,
-                                      method, best.number)
+                                      method, best)
         if superseded:
-            bar.write(f"{method}: tuning trial #{best.number} is the best now; "
+            bar.write(f"{method}: tuning trial #{best} is the best now; "
                       f"{len(superseded)} final/ensemble run(s) of the previous best are "
                       "superseded and trained again")
 
@@ -230,12 +244,12 @@ def _final(ctx: StudyContext, method: str, tuned: optuna.Study, bar: tqdm) -> No
 
     # the tuning trial is part of the slot's work: a new best queues every seed again
     slots = {seed: {schema.ATTR_SEED: seed, schema.ATTR_HPARAMS: hparams.as_dict(),
-                    schema.ATTR_TUNE_TRIAL: best.number}
+                    schema.ATTR_TUNE_TRIAL: best}
              for seed in ctx.cfg.final_seeds}
     queue.drain(ctx.storage, optuna_name(ctx.cfg, schema.PHASE_FINAL, method), slots, work,
                 prepare)
     # a worker started with a smaller budget (an older best) may have finished one since
-    supersede_finals(ctx.client, ctx.experiment_id, ctx.parent_run_id, method, best.number)
+    supersede_finals(ctx.client, ctx.experiment_id, ctx.parent_run_id, method, best)
 
 
 def _ensemble(ctx: StudyContext, name: str, bar: tqdm) -> None:

@@ -101,6 +101,7 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
     splits = load_splits(cfg.data)
     torch.manual_seed(spec.seed)
     device = resolve_device(cfg.train.device)
+    client.set_tag(run_id, schema.DEVICE, device.type)
     model = build_model(cfg.model.preset, checkpoint, cfg.model.trainable,
                         cfg.model.lora_spec()).to(device)
     log_metrics(client, run_id, {schema.MODEL_PARAMS: count_parameters(model),

@@ -76,6 +76,8 @@ class Pager:
 
     def table(self, table: Table) -> None:
         df = table.display.astype(str)
+        if df.columns.empty:  # nothing to draw; a section says why in its text
+            return
         size = 8.0
         for _ in range(3):  # shrink the font until the table fits the page width
             header = [textwrap.fill(str(col), max(12, max([len(v) for v in df[col]] + [0])),

@@ -6,6 +6,7 @@
 - `paired` / `sign_flip_p`: the exact paired sign-flip permutation test over seeds. With n
   seeds the smallest two-sided p is 2/2ⁿ (`sign_flip_min_p`), so nothing below 6 seeds can
   reach p < 0.05 — callers say so in words instead of marking.
+- `welch_ci`: a difference between independent groups of runs (two arms of a sweep).
 - `cluster_bootstrap`: the second level, per mask over the test images: masks of one image
   share its difficulty, so images (clusters) are resampled, not masks.
 
@@ -91,6 +92,27 @@ def mean_ci(values: Iterable[float], level: float = LEVEL) -> Estimate:
                         f"n = {n}: no interval below {MIN_CI_N} values")
     half = float(stats.t.ppf((1 + level) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
     return Estimate(mean, mean - half, mean + half, n)
+
+
+def welch_ci(a: Iterable[float], b: Iterable[float], level: float = LEVEL) -> Estimate:
+    """mean(a) − mean(b) for two independent groups of runs (different arms of a sweep, not
+    paired by seed) with the Welch–Satterthwaite t interval; none unless each group has
+    `MIN_CI_N` finite values."""
+    x, y = _finite(a), _finite(b)
+    n = min(len(x), len(y))
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0, "no values in one group")
+    diff = float(x.mean() - y.mean())
+    if n < MIN_CI_N:
+        return Estimate(diff, math.nan, math.nan, n,
+                        f"n = {len(x)} and {len(y)}: no interval below {MIN_CI_N} per group")
+    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se2 = va + vb
+    if se2 == 0:
+        return Estimate(diff, diff, diff, n)
+    df = se2 ** 2 / (va ** 2 / (len(x) - 1) + vb ** 2 / (len(y) - 1))
+    half = float(stats.t.ppf((1 + level) / 2, df) * math.sqrt(se2))
+    return Estimate(diff, diff - half, diff + half, n)
 
 
 # --------------------------------------------------------------------------- seed level

@@ -23,6 +23,7 @@ FAIL_REASON = "harness.fail_reason"
 MEMBERS = "harness.members"  # an ensemble's member run ids, comma-separated, in seed order
 ENSEMBLE_KEY = "harness.ensemble_key"  # what makes two ensemble runs the same ensemble
 NO_FINAL_PREFIX = "harness.no_final."  # on the parent run: why a method has no final runs
+DEVICE = "harness.device"  # where a trial trained: cpu, cuda (what its cost metrics mean)
 TUNE_TRIAL = "harness.tune_trial"  # a final run: the tuning trial whose hyperparameters it used
 # a final or ensemble run that is no longer a result (its method's best tuned configuration
 # changed since): why. Kept in the store, left out of status, summaries and reports.

@@ -70,6 +70,9 @@ def build(ctx: Context) -> Section:
         section.say(sentence)
     for m in (m for m in ctx.methods if m not in tuned):
         section.say(f"{m}: no tuning trials (an ensemble, or a method tuned elsewhere).")
+    if not tuned:
+        return section.say("No method was tuned (tuning.trials_per_method: 0): every final "
+                           "run trained the configured hyperparameters.")
     rows, shown = [], []
     for m in tuned:
         mine = trials[(trials["method"] == m) & (trials["phase"] == PHASE_TUNE)]

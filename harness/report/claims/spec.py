@@ -1,0 +1,175 @@
+"""A claims file: the statements to test, and the arms (variants of one study) that test them.
+
+```yaml
+name: article-claims
+study: asam-vs-adamw          # every arm is this study at the same preset, plus its changes
+arms:
+  main: {}                    # the study as it is
+  labels-half:
+    methods: [asam]           # the study's methods this arm runs (default: all)
+    set: {data: {train_size: 100}, tuning: {trials_per_method: 0}}
+statements:
+  - id: 1
+    text: ASAM costs +20–30 % training compute
+    test: ratio               # a measure of harness.report.claims.measures, and its keys
+    arm: main
+    method: asam
+    metric: cost/train_seconds
+    claimed: [1.2, 1.3]
+  - id: 4
+    text: ...
+    parts: [{test: ..., ...}, {test: ..., ...}]   # several measures, one verdict
+presets:
+  smoke: {arms: {labels-half: {set: {data: {train_size: 50}}}}}   # deep-merged, as in studies
+```
+
+Each arm is recorded as its own study, named ``<name>.<arm>``, so runs are resumed and shared
+across `harness claims` calls exactly like `harness study run`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from harness.config import StudyConfig, _deep_merge, resolve_study_path, study_from_dict
+from harness.errors import HarnessError
+
+TOP_KEYS = ("name", "description", "study", "arms", "statements", "presets")
+ARM_KEYS = ("methods", "set")
+STATEMENT_KEYS = ("id", "text", "parts", "test")
+
+
+@dataclass
+class Statement:
+    id: str
+    text: str
+    parts: list[dict]  # each: {"test": measure name, ...its keys}
+
+
+@dataclass
+class ClaimsSpec:
+    name: str
+    description: str
+    study: Path
+    preset: str | None
+    arms: dict[str, dict]
+    statements: list[Statement]
+    source: str
+
+    def arm_name(self, arm: str) -> str:
+        return f"{self.name}.{arm}"
+
+    def arm_config(self, arm: str) -> StudyConfig:
+        """Arm `arm` as a study config: the base study at the same preset, the arm's `set`
+        deep-merged over it, only the arm's methods (and ensembles of them) kept."""
+        spec = self.arms[arm]
+        where = f"{self.source}: arms.{arm}"
+        try:
+            base = yaml.safe_load(self.study.read_text())
+        except yaml.YAMLError as exc:
+            raise HarnessError(f"{self.study}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        presets = base.pop("presets", None) or {}
+        if self.preset is not None and self.preset in presets:
+            base = _deep_merge(base, presets[self.preset])
+        data = _deep_merge(base, spec.get("set") or {})
+        methods = spec.get("methods")
+        if methods is not None:
+            unknown = [m for m in methods if m not in (data.get("methods") or {})]
+            if unknown:
+                raise HarnessError(f"{where}.methods: {', '.join(map(str, unknown))} not among "
+                                   f"the methods of {self.study.name}")
+            data["methods"] = {m: data["methods"][m] for m in methods}
+            data["ensembles"] = {n: e for n, e in (data.get("ensembles") or {}).items()
+                                 if (e or {}).get("members") in methods}
+        data["name"] = self.arm_name(arm)
+        data["description"] = (f"Arm '{arm}' of the claims file {self.name}: "
+                               f"{(data.get('description') or '').strip()}")
+        data["presets"] = {self.preset: {}} if self.preset else {}
+        return study_from_dict(data, self.preset, where)
+
+
+def _fail(source: str, key: str, message: str) -> None:
+    raise HarnessError(f"{source}: key '{key}' {message}")
+
+
+def _unknown(source: str, where: str, mapping: dict, allowed: tuple[str, ...]) -> None:
+    extra = [k for k in mapping if k not in allowed]
+    if extra:
+        prefix = f"{where}." if where else ""
+        _fail(source, f"{prefix}{extra[0]}", f"is not known (allowed: {', '.join(allowed)})")
+
+
+def resolve_claims_path(name_or_path: str | Path) -> Path:
+    return resolve_study_path(name_or_path)  # claims files live with the studies
+
+
+def claims_from_dict(raw: dict, preset: str | None, source: str) -> ClaimsSpec:
+    from harness.report.claims.measures import check_part  # the measures validate their keys
+
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{source}: a claims file must be a YAML mapping")
+    _unknown(source, "", raw, TOP_KEYS)
+    for key in ("name", "study", "arms", "statements"):
+        if key not in raw:
+            _fail(source, key, "is required")
+    presets = raw.get("presets") or {}
+    if preset is not None:
+        if preset not in presets:
+            raise HarnessError(f"{source}: no preset {preset!r} (defined: "
+                               f"{', '.join(presets) or 'none'})")
+        raw = _deep_merge(raw, presets[preset])
+    study = resolve_study_path(raw["study"])
+    arms = copy.deepcopy(raw["arms"] or {})
+    if not isinstance(arms, dict) or not arms:
+        _fail(source, "arms", "must map at least one arm name to its changes")
+    for arm, spec in arms.items():
+        arms[arm] = spec = spec or {}
+        _unknown(source, f"arms.{arm}", spec, ARM_KEYS)
+    statements = []
+    for i, item in enumerate(raw["statements"] or []):
+        where = f"statements[{i}]"
+        if not isinstance(item, dict):
+            _fail(source, where, "must be a mapping with id, text and a test")
+        for key in ("id", "text"):
+            if key not in item:
+                _fail(source, f"{where}.{key}", "is required")
+        if "parts" in item:
+            parts = item["parts"]
+            extra = [k for k in item if k not in STATEMENT_KEYS]
+            if extra:
+                _fail(source, f"{where}.{extra[0]}", "belongs in one of its parts")
+        else:
+            parts = [{k: v for k, v in item.items() if k not in ("id", "text")}]
+        for j, part in enumerate(parts):
+            check_part(part, arms, source, f"{where}.parts[{j}]" if "parts" in item else where)
+        statements.append(Statement(str(item["id"]), str(item["text"]).strip(), parts))
+    spec = ClaimsSpec(str(raw["name"]), str(raw.get("description") or "").strip(), study,
+                      preset, arms, statements, source)
+    for arm in arms:
+        spec.arm_config(arm)  # a bad arm fails now, before anything runs
+    return spec
+
+
+def load_claims(name_or_path: str | Path, preset: str | None = None) -> ClaimsSpec:
+    path = resolve_claims_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    return claims_from_dict(raw, preset, str(path))
+
+
+def claimed_range(value, source: str, key: str) -> tuple[float, float]:
+    """`claimed: [low, high]` (either may be null: unbounded)."""
+    if not (isinstance(value, list) and len(value) == 2):
+        _fail(source, key, "must be [low, high] (null for an open end)")
+    low = -math.inf if value[0] is None else value[0]
+    high = math.inf if value[1] is None else value[1]
+    if not all(isinstance(v, (int, float)) for v in (low, high)) or low > high:
+        _fail(source, key, f"is {value!r}; need numbers with low ≤ high")
+    return float(low), float(high)

@@ -127,9 +127,10 @@ def tiny_claims(tmp_path, tiny_study_dict):
     (lambda c: c["statements"][0].pop("metric"), "'statements[0].metric'"),
     (lambda c: c["statements"][0].update(arm="nowhere"), "'statements[0].arm'"),
     (lambda c: c["statements"][0].update(claimed=[2, 1]), "'statements[0].claimed'"),
-    (lambda c: c["statements"][1]["parts"][0].update(extra=1), "'statements[1].parts[0].extra'"),
+    (lambda c: c["statements"][2]["parts"][0].update(extra=1), "'statements[2].parts[0].extra'"),
     (lambda c: c["arms"]["rho"].update(methods=["lion"]), "arms.rho.methods"),
     (lambda c: c["arms"]["main"].update(set={"train": {"epochs": 0}}), "'train.epochs'"),
+    (lambda c: c.update(study_preset="nope"), "'study_preset'"),
 ])
 def test_a_bad_claims_file_is_one_line_naming_the_key(home, tiny_claims, change, key):
     path, claims = tiny_claims
@@ -141,6 +142,17 @@ def test_a_bad_claims_file_is_one_line_naming_the_key(home, tiny_claims, change,
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1 and key in result.output
     assert not (home / "mlflow.db").exists()  # nothing ran
+
+
+def test_every_arm_starts_from_the_study_preset_then_the_common_changes(tiny_claims):
+    path, claims = tiny_claims
+    claims.update(study_preset="smaller", set={"train": {"epochs": 2}, "final_seeds": [4, 5]})
+    spec = claims_from_dict(claims, None, str(path))
+    main, rho = spec.arm_config("main"), spec.arm_config("rho")
+    assert main.name == "tiny-claims.main" and main.train.epochs == rho.train.epochs == 2
+    assert main.final_seeds == [4, 5] and rho.final_seeds == [1]  # the arm's own set wins
+    assert list(rho.methods) == ["asam"] and not rho.ensembles
+    assert list(main.ensembles) == ["sam-e"]
 
 
 def test_claims_run_every_arm_judge_every_statement_and_write_every_file(home, tmp_path,

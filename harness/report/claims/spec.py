@@ -3,6 +3,8 @@
 ```yaml
 name: article-claims
 study: asam-vs-adamw          # every arm is this study at the same preset, plus its changes
+study_preset: smoke           # ... or at this preset of it (default: the claims preset's name)
+set: {final_seeds: [1, 2, 3]} # changes every arm makes, before its own
 arms:
   main: {}                    # the study as it is
   labels-half:
@@ -39,7 +41,8 @@ import yaml
 from harness.config import StudyConfig, _deep_merge, resolve_study_path, study_from_dict
 from harness.errors import HarnessError
 
-TOP_KEYS = ("name", "description", "study", "arms", "statements", "presets")
+TOP_KEYS = ("name", "description", "study", "study_preset", "set", "arms", "statements",
+            "presets")
 ARM_KEYS = ("methods", "set")
 STATEMENT_KEYS = ("id", "text", "parts", "test")
 
@@ -57,6 +60,8 @@ class ClaimsSpec:
     description: str
     study: Path
     preset: str | None
+    study_preset: str | None  # the study's preset every arm starts from
+    common: dict  # changes every arm makes, before its own
     arms: dict[str, dict]
     statements: list[Statement]
     source: str
@@ -65,8 +70,9 @@ class ClaimsSpec:
         return f"{self.name}.{arm}"
 
     def arm_config(self, arm: str) -> StudyConfig:
-        """Arm `arm` as a study config: the base study at the same preset, the arm's `set`
-        deep-merged over it, only the arm's methods (and ensembles of them) kept."""
+        """Arm `arm` as a study config: the base study at `study_preset`, then the file's
+        common `set`, then the arm's own `set` deep-merged over it; only the arm's methods
+        (and ensembles of them) kept. Recorded under the claims preset's name."""
         spec = self.arms[arm]
         where = f"{self.source}: arms.{arm}"
         try:
@@ -74,9 +80,13 @@ class ClaimsSpec:
         except yaml.YAMLError as exc:
             raise HarnessError(f"{self.study}: invalid YAML: {str(exc).splitlines()[0]}") from None
         presets = base.pop("presets", None) or {}
-        if self.preset is not None and self.preset in presets:
-            base = _deep_merge(base, presets[self.preset])
-        data = _deep_merge(base, spec.get("set") or {})
+        if self.study_preset is not None:
+            if self.study_preset not in presets:
+                raise HarnessError(f"{self.source}: key 'study_preset' is "
+                                   f"{self.study_preset!r}, not a preset of {self.study.name} "
+                                   f"(its presets: {', '.join(presets) or 'none'})")
+            base = _deep_merge(base, presets[self.study_preset])
+        data = _deep_merge(_deep_merge(base, self.common), spec.get("set") or {})
         methods = spec.get("methods")
         if methods is not None:
             unknown = [m for m in methods if m not in (data.get("methods") or {})]
@@ -148,8 +158,11 @@ def claims_from_dict(raw: dict, preset: str | None, source: str) -> ClaimsSpec:
         for j, part in enumerate(parts):
             check_part(part, arms, source, f"{where}.parts[{j}]" if "parts" in item else where)
         statements.append(Statement(str(item["id"]), str(item["text"]).strip(), parts))
+    study_preset = raw.get("study_preset", preset)
+    if study_preset is not None and not isinstance(study_preset, str):
+        _fail(source, "study_preset", "must be the name of one of the study's presets")
     spec = ClaimsSpec(str(raw["name"]), str(raw.get("description") or "").strip(), study,
-                      preset, arms, statements, source)
+                      preset, study_preset, raw.get("set") or {}, arms, statements, source)
     for arm in arms:
         spec.arm_config(arm)  # a bad arm fails now, before anything runs
     return spec

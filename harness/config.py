@@ -558,13 +558,17 @@ def study_from_dict(data: dict, preset: str | None = None, source: str = "<dict>
     return cfg
 
 
-def load_study(name_or_path: str | Path, preset: str | None = None) -> StudyConfig:
-    path = resolve_study_path(name_or_path)
+def read_yaml(path: Path) -> Any:
+    """The YAML file at `path`; a one-line error naming it when it does not parse."""
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise HarnessError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
-    return study_from_dict(data, preset, str(path))
+
+
+def load_study(name_or_path: str | Path, preset: str | None = None) -> StudyConfig:
+    path = resolve_study_path(name_or_path)
+    return study_from_dict(read_yaml(path), preset, str(path))
 
 
 def dump_yaml(cfg: StudyConfig | dict) -> str:

@@ -36,9 +36,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from harness.config import StudyConfig, _deep_merge, resolve_study_path, study_from_dict
+from harness.config import (StudyConfig, _deep_merge, read_yaml, resolve_study_path,
+                             study_from_dict)
 from harness.errors import HarnessError
 
 TOP_KEYS = ("name", "description", "study", "study_preset", "set", "arms", "statements",
@@ -75,10 +74,9 @@ class ClaimsSpec:
         (and ensembles of them) kept. Recorded under the claims preset's name."""
         spec = self.arms[arm]
         where = f"{self.source}: arms.{arm}"
-        try:
-            base = yaml.safe_load(self.study.read_text())
-        except yaml.YAMLError as exc:
-            raise HarnessError(f"{self.study}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        base = read_yaml(self.study)
+        if not isinstance(base, dict):
+            raise HarnessError(f"{self.study}: a study must be a YAML mapping")
         presets = base.pop("presets", None) or {}
         if self.study_preset is not None:
             if self.study_preset not in presets:
@@ -170,11 +168,7 @@ def claims_from_dict(raw: dict, preset: str | None, source: str) -> ClaimsSpec:
 
 def load_claims(name_or_path: str | Path, preset: str | None = None) -> ClaimsSpec:
     path = resolve_claims_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise HarnessError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
-    return claims_from_dict(raw, preset, str(path))
+    return claims_from_dict(read_yaml(path), preset, str(path))
 
 
 def claimed_range(value, source: str, key: str) -> tuple[float, float]:

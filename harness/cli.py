@@ -445,12 +445,17 @@ def claims(name, preset, out, no_run, no_report, storage, tracking_uri, quiet):
               harness claims article-claims --preset cpu --no-run
     """
     from harness import interrupt
-    from harness.report.claims import run_claims
+    from harness.experiment.study import run_study
+    from harness.report.claims import judge_claims, load_claims
 
+    spec = load_claims(name, preset)  # every arm checked before anything runs
     interrupt.install()
-    folder, table = run_claims(name, preset, out, run=not no_run, storage_url=storage,
-                               tracking_uri=tracking_uri, progress=not quiet, echo=click.echo,
-                               report=not no_report)
+    if not no_run:
+        for arm in spec.arms:
+            click.echo(f"arm {arm} ({spec.arm_name(arm)}): running or resuming")
+            run_study(spec.arm_config(arm), storage, tracking_uri, progress=not quiet)
+    folder, table = judge_claims(spec, out, storage, tracking_uri, click.echo,
+                                 report=not no_report)
     for row in table.itertuples():
         click.echo(f"{row.id:>3}  {row.verdict:<15} {row.estimate:<28} {row.statement}")
     click.echo(f"claims written to {folder}")

@@ -163,11 +163,14 @@ class TrainConfig:
     min_val_miou: float | None = None
     # layer-wise lr decay over encoder blocks (block i of L: lr·decay^(L−i)); None: off
     layer_decay: float | None = None
+    # processes training one run data-parallel (torchrun; gloo on CPU, NCCL on GPU): each
+    # takes every nproc-th image of a batch; the gradient is the whole batch's
+    nproc: int = 1
 
     def validate(self, fail: Fail) -> None:
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             fail("train.layer_decay", "must be in (0, 1] (or null)")
-        for key in ("epochs", "batch_size", "eval_batch_size"):
+        for key in ("epochs", "batch_size", "eval_batch_size", "nproc"):
             if getattr(self, key) < 1:
                 fail(f"train.{key}", "must be ≥ 1")
         if self.min_val_miou is not None and not 0 < self.min_val_miou < 1:

@@ -33,6 +33,7 @@ from harness.tracking import schema
 from harness.tracking.mlflow_log import MetricBuffer, log_file, log_metrics, log_params
 from harness.train.batches import batch_loss
 from harness.train.loop import train
+from harness.train.processes import train_in_processes
 
 
 @dataclass
@@ -113,17 +114,23 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
                                                   batch_size=cfg.train.eval_batch_size)["miou"]}
 
     try:
-        with PeakMemory(device) as memory:
-            result = train(
-                model, splits["train"], spec.method, spec.hparams,
-                epochs=get_method(spec.method).epochs(cfg.train.epochs),
-                batch_size=cfg.train.batch_size, seed=spec.seed,
-                warmup_steps=cfg.train.warmup_steps, box_jitter=cfg.train.box_jitter,
-                grad_clip=cfg.train.grad_clip, log=curves, validate=validate, progress=progress,
-                min_loss_drop=cfg.train.min_loss_drop, point_prompts=cfg.train.point_prompts,
-                max_points=cfg.train.max_points, layer_decay=cfg.train.layer_decay,
-                min_val_miou=cfg.train.min_val_miou,
-            )
+        settings = dict(
+            epochs=get_method(spec.method).epochs(cfg.train.epochs),
+            batch_size=cfg.train.batch_size, seed=spec.seed,
+            warmup_steps=cfg.train.warmup_steps, box_jitter=cfg.train.box_jitter,
+            grad_clip=cfg.train.grad_clip, min_loss_drop=cfg.train.min_loss_drop,
+            point_prompts=cfg.train.point_prompts, max_points=cfg.train.max_points,
+            layer_decay=cfg.train.layer_decay, min_val_miou=cfg.train.min_val_miou)
+        with PeakMemory(device) as memory:  # the parent's: ranks are other processes
+            if cfg.train.nproc > 1:
+                result = train_in_processes(
+                    model, splits["train"], spec.method, spec.hparams, nproc=cfg.train.nproc,
+                    val=splits["val"], eval_batch_size=cfg.train.eval_batch_size,
+                    threads=max(1, torch.get_num_threads() // cfg.train.nproc), log=curves,
+                    **settings)
+            else:
+                result = train(model, splits["train"], spec.method, spec.hparams, log=curves,
+                               validate=validate, progress=progress, **settings)
     finally:
         curves.flush()  # the curve up to a divergence is the evidence for it
 

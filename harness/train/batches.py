@@ -92,6 +92,20 @@ def make_batch(dataset: SegDataset, image_ids: np.ndarray,
                  torch.from_numpy(index), rows, points)
 
 
+def shard(batch: Batch, rank: int, world: int) -> Batch:
+    """Rank `rank`'s share of a global batch for data-parallel training: every `world`-th
+    image from the `rank`-th, with its prompts (possibly none)."""
+    keep_images = torch.arange(rank, batch.images.shape[0], world)
+    keep = torch.isin(batch.image_index, keep_images)
+    remap = torch.full((batch.images.shape[0],), -1, dtype=torch.long)
+    remap[keep_images] = torch.arange(len(keep_images))
+    points = None if batch.points is None else PointPrompts(
+        batch.points.coords[keep], batch.points.labels[keep], batch.points.used[keep])
+    return Batch(batch.images[keep_images], batch.boxes[keep], batch.targets[keep],
+                 remap[batch.image_index[keep]],
+                 None if batch.embeddings is None else batch.embeddings[keep_images], points)
+
+
 def batch_predictions(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask logits (P, 1, H, W) and predicted IoU (P, 1) for every prompt of `batch`."""
     size = tuple(batch.images.shape[-2:])

@@ -21,6 +21,7 @@ from harness.model import layer_decay_groups
 from harness.model.embeddings import stored_embeddings
 from harness.optim import Hparams, frozen_bn_stats, get_method, needs_closure
 from harness.train.batches import batch_loss, make_batch
+from harness.train.parallel import DataParallel
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,6 +76,7 @@ def train(
     max_points: int = 3,
     layer_decay: float | None = None,
     min_val_miou: float | None = None,
+    parallel: DataParallel | None = None,
 ) -> TrainResult:
     """Train `model` in place on `dataset` with optimizer `method`.
 
@@ -117,14 +119,16 @@ def train(
         for first in range(0, len(order), batch_size):
             interrupt.check()
             batch = make_batch(dataset, order[first:first + batch_size], jitter_rng,
-                               box_jitter, embeddings, point_prompts, max_points).to(device)
-            loss = batch_loss(model, batch)
-            if not torch.isfinite(loss):
+                               box_jitter, embeddings, point_prompts, max_points)
+            batch, weight = parallel.share(batch) if parallel else (batch, 1.0)
+            batch = batch.to(device)
+            loss = _backward(model, batch, weight, parallel, params)
+            if not math.isfinite(loss):
                 raise TrainingDiverged(
-                    f"loss became {loss.item()} at step {result.steps} (epoch {epoch})")
-            loss.backward()
+                    f"loss became {loss} at step {result.steps} (epoch {epoch})")
             if two_pass:
-                optimizer.step(lambda: _perturbed_backward(model, batch))
+                optimizer.step(lambda: _perturbed_backward(model, batch, weight, parallel,
+                                                           params))
             else:
                 if grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -135,7 +139,7 @@ def train(
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             result.steps += 1
-            result.final_loss = loss.item()
+            result.final_loss = loss
             losses.append(result.final_loss)
             if log is not None:
                 log(result.steps, {"train/loss": result.final_loss, "train/lr": lr})
@@ -178,9 +182,27 @@ def _check_collapse(losses: list[float], epoch_start: int, epoch: int, drop: flo
             f"(step {len(losses)})")
 
 
-def _perturbed_backward(model: torch.nn.Module, batch) -> torch.Tensor:
+def _backward(model: torch.nn.Module, batch, weight: float, parallel: DataParallel | None,
+              params: list) -> float:
+    """Backward pass of the (global batch's) mean loss; the loss. Data-parallel: this rank's
+    mean weighted by its share of the prompts, gradients summed over the ranks."""
+    if len(batch.boxes):
+        loss = batch_loss(model, batch) * weight if parallel else batch_loss(model, batch)
+        loss.backward()
+        value = loss.item()
+    else:  # this rank's images hold no prompt: it adds nothing but must join the all-reduce
+        value = 0.0
+    if parallel is None:
+        return value
+    parallel.reduce_grads(params)
+    return parallel.total(value, params[0].device)
+
+
+def _perturbed_backward(model: torch.nn.Module, batch, weight: float = 1.0,
+                        parallel: DataParallel | None = None,
+                        params: list | None = None) -> torch.Tensor:
     # BatchNorm (TinyViT encoders) must not learn statistics of the perturbed weights
     with frozen_bn_stats(model):
-        loss = batch_loss(model, batch)
-        loss.backward()
-    return loss
+        loss = _backward(model, batch, weight, parallel,
+                         params or [p for p in model.parameters() if p.requires_grad])
+    return torch.tensor(loss)

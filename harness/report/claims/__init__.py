@@ -1,8 +1,9 @@
 """`harness claims`: test the statements of an article, one verdict per statement.
 
 A claims file (:mod:`.spec`) names the statements and the arms — variants of one study — that
-measure them. :func:`run_claims` runs (or resumes) every arm as its own study, measures each
-statement (:mod:`.measures`), judges it (:mod:`.verdict`) and writes
+measure them. `harness claims` runs each arm as its own study (the study runner; the report
+never trains); :func:`judge_claims` then reads every arm, measures each statement
+(:mod:`.measures`), judges it (:mod:`.verdict`) and writes
 ``claims.{csv,md,tex,pdf}``: one row per statement with what was measured, the estimate and
 its interval, the verdict and the rule that produced it, and what the test cost. The main
 arm's full report is built too, and both log themselves on that arm's parent MLflow run.
@@ -21,17 +22,7 @@ from harness.report.claims.spec import ClaimsSpec, load_claims
 from harness.report.claims.verdict import NOT_TESTED, VERDICTS, combine, range_text
 from harness.report.claims.write import write_claims
 
-__all__ = ["VERDICTS", "claims_table", "run_arms", "run_claims"]
-
-
-def run_arms(spec: ClaimsSpec, storage_url: str | None = None, tracking_uri: str | None = None,
-             progress: bool = True, echo=print) -> None:
-    """Run (or resume) every arm; an arm already complete costs a look at its records."""
-    from harness.experiment.study import run_study
-
-    for arm in spec.arms:
-        echo(f"arm {arm} ({spec.arm_name(arm)}): running or resuming")
-        run_study(spec.arm_config(arm), storage_url, tracking_uri, progress)
+__all__ = ["VERDICTS", "claims_table", "judge_claims", "load_claims"]
 
 
 def _estimate_text(result: Result) -> str:
@@ -78,15 +69,13 @@ def claims_table(spec: ClaimsSpec, arms: Arms) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_claims(name_or_path: str, preset: str | None = None, out: str | Path | None = None,
-               run: bool = True, storage_url: str | None = None,
-               tracking_uri: str | None = None, progress: bool = True, echo=print,
-               report: bool = True) -> tuple[Path, pd.DataFrame]:
-    """Run the arms (unless `run` is False), judge every statement, write the files; returns
-    the output folder and the table."""
-    spec = load_claims(name_or_path, preset)
-    if run:
-        run_arms(spec, storage_url, tracking_uri, progress, echo)
+def judge_claims(spec: ClaimsSpec, out: str | Path | None = None,
+                 storage_url: str | None = None, tracking_uri: str | None = None,
+                 echo=print, report: bool = True) -> tuple[Path, pd.DataFrame]:
+    """Judge every statement of `spec` on its recorded arms (run them first: `harness
+    claims` does, through the study runner) and write the files; the output folder and the
+    table. Never trains."""
+    preset = spec.preset
     arms = Arms({a: spec.arm_name(a) for a in spec.arms}, preset, tracking_uri, storage_url)
     table = claims_table(spec, arms)
     key = f"{spec.name}@{preset}" if preset else spec.name

@@ -246,11 +246,20 @@ MEASURES: dict[str, Measure] = {
 }
 
 
+def claimed_range(value, source: str, key: str) -> tuple[float, float]:
+    """`claimed: [low, high]` (either may be null: unbounded)."""
+    if not (isinstance(value, list) and len(value) == 2):
+        raise HarnessError(f"{source}: key '{key}' must be [low, high] (null for an open end)")
+    low = -math.inf if value[0] is None else value[0]
+    high = math.inf if value[1] is None else value[1]
+    if not all(isinstance(v, (int, float)) for v in (low, high)) or low > high:
+        raise HarnessError(f"{source}: key '{key}' is {value!r}; need numbers with low ≤ high")
+    return float(low), float(high)
+
+
 def check_part(part: dict, arms: dict, source: str, where: str) -> None:
     """Complete `part` with its measure's defaults, in place; a one-line error naming the
     key for an unknown measure, a missing or unknown key, or an arm not defined."""
-    from harness.report.claims.spec import claimed_range
-
     def fail(key: str, message: str) -> None:
         raise HarnessError(f"{source}: key '{where}.{key}' {message}")
 

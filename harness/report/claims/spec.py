@@ -32,13 +32,13 @@ across `harness claims` calls exactly like `harness study run`.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import (StudyConfig, _deep_merge, read_yaml, resolve_study_path,
                              study_from_dict)
 from harness.errors import HarnessError
+from harness.report.claims.measures import check_part  # each measure checks its keys
 
 TOP_KEYS = ("name", "description", "study", "study_preset", "set", "arms", "statements",
             "presets")
@@ -117,8 +117,6 @@ def resolve_claims_path(name_or_path: str | Path) -> Path:
 
 
 def claims_from_dict(raw: dict, preset: str | None, source: str) -> ClaimsSpec:
-    from harness.report.claims.measures import check_part  # the measures validate their keys
-
     if not isinstance(raw, dict):
         raise HarnessError(f"{source}: a claims file must be a YAML mapping")
     _unknown(source, "", raw, TOP_KEYS)
@@ -169,14 +167,3 @@ def claims_from_dict(raw: dict, preset: str | None, source: str) -> ClaimsSpec:
 def load_claims(name_or_path: str | Path, preset: str | None = None) -> ClaimsSpec:
     path = resolve_claims_path(name_or_path)
     return claims_from_dict(read_yaml(path), preset, str(path))
-
-
-def claimed_range(value, source: str, key: str) -> tuple[float, float]:
-    """`claimed: [low, high]` (either may be null: unbounded)."""
-    if not (isinstance(value, list) and len(value) == 2):
-        _fail(source, key, "must be [low, high] (null for an open end)")
-    low = -math.inf if value[0] is None else value[0]
-    high = math.inf if value[1] is None else value[1]
-    if not all(isinstance(v, (int, float)) for v in (low, high)) or low > high:
-        _fail(source, key, f"is {value!r}; need numbers with low ≤ high")
-    return float(low), float(high)

@@ -167,3 +167,40 @@ def test_eval_pretrained_refuses_bad_input(home, args, needle):
     result = CliRunner().invoke(cli, ["eval", *args])
     assert result.exit_code == 2 and needle in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_a_reference_cut_by_kill_9_is_closed_and_recorded_once(home, tiny_study_dict):
+    """What kill -9 leaves while a prior is being scored: its queued trial RUNNING (one
+    heartbeat, then silence) and its MLflow run RUNNING. The next start fails the trial once
+    stale, closes the run KILLED and records the prior again: one finished run, none
+    RUNNING."""
+    import time
+
+    from harness.experiment.outcome import create_run
+    from harness.experiment.queue import claim, heartbeat, queued_study
+    from harness.experiment.study import open_study, optuna_name
+
+    tiny_study_dict["methods"] = {"adamw": {"lr": 1e-3}}
+    tiny_study_dict["tuning"].update(trials_per_method=0, heartbeat_seconds=1, grace_seconds=2)
+    tiny_study_dict["final_seeds"] = [1]
+    tiny_study_dict["evaluate"] = {"priors": ["box-fill"]}
+    cfg = study_from_dict(tiny_study_dict)
+    ctx = open_study(cfg, progress=False)
+    study = queued_study(ctx.storage, optuna_name(cfg, schema.PHASE_REFERENCE, "box-fill"),
+                         {"box-fill": {}})
+    trial = claim(ctx.storage, study)
+    with heartbeat(ctx.storage, trial):
+        dead = create_run(ctx.client, ctx.experiment_id, {
+            schema.PARENT_RUN: ctx.parent_run_id, schema.ROLE: schema.ROLE_BASELINE,
+            schema.METHOD: "box-fill", schema.PHASE: schema.PHASE_FINAL}).info.run_id
+        trial.set_user_attr(schema.ATTR_RUN_ID, dead)
+    time.sleep(3)  # the dead process's heartbeat goes stale
+    run_study(cfg, progress=False)
+    client = MlflowClient(default_tracking_uri())
+    assert client.get_run(dead).info.status == "KILLED"
+    runs = client.search_runs([ctx.experiment_id], f"tags.`{schema.METHOD}` = 'box-fill'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+    assert not client.search_runs([ctx.experiment_id], "attributes.status = 'RUNNING'")
+    run_study(cfg, progress=False)  # resuming records nothing again
+    assert len(client.search_runs([ctx.experiment_id],
+                                  f"tags.`{schema.METHOD}` = 'box-fill'")) == 2

@@ -36,8 +36,9 @@ from harness import interrupt
 from harness.config import StudyConfig
 from harness.errors import HarnessError
 from harness.experiment.base import starting_weights
-from harness.experiment.reference import reference_names, reference_runs
-from harness.experiment.study import open_study, study_key, study_status, tuning_budget
+from harness.experiment.reference import reference_names
+from harness.experiment.study import (open_study, record_references, study_key, study_status,
+                                      tuning_budget)
 from harness.home import harness_home
 from harness.tracking import schema
 from harness.tracking.store import (default_storage_url, default_tracking_uri, local_file,
@@ -120,7 +121,7 @@ def run_parallel(cfg: StudyConfig, workers: int, name: str, storage_url: str | N
     ctx = open_study(cfg, url, uri, progress)
     try:
         starting_weights(cfg, ctx.client, progress)
-        reference_runs(cfg, ctx.client, ctx.experiment_id, ctx.parent_run_id, progress)
+        record_references(ctx, echo)
         logs = harness_home() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         threads = threads_per_worker(workers)

@@ -36,11 +36,15 @@ def reference_names(cfg: StudyConfig) -> list[tuple[str, str]]:
 
 
 def reference_runs(cfg: StudyConfig, client: MlflowClient, experiment_id: str,
-                   parent_run_id: str, progress: bool = True) -> dict[str, dict[str, float]]:
-    """Record the study's missing reference runs; {name: metrics} of those recorded now."""
+                   parent_run_id: str, progress: bool = True,
+                   names: list[tuple[str, str]] | None = None,
+                   on_run_created: Callable[[str], None] | None = None,
+                   ) -> dict[str, dict[str, float]]:
+    """Record the study's missing reference runs (of `names`, default all); {name: metrics}
+    of those recorded now."""
     splits = None
     out = {}
-    for role, name in reference_names(cfg):
+    for role, name in names or reference_names(cfg):
         if runs_with_tags(client, [experiment_id], {
                 schema.PARENT_RUN: parent_run_id, schema.ROLE: role, schema.METHOD: name,
                 schema.STATUS: schema.STATUS_OK}):
@@ -56,7 +60,7 @@ def reference_runs(cfg: StudyConfig, client: MlflowClient, experiment_id: str,
                 return build_model(cfg.model.preset, starting_weights(cfg, client, progress),
                                    cfg.model.trainable, cfg.model.lora_spec())
         out[name] = record_reference(cfg, role, name, make, splits, client, experiment_id,
-                                     parent_run_id, progress)
+                                     parent_run_id, progress, on_run_created)
     return out
 
 

@@ -279,12 +279,26 @@ def _ensemble(ctx: StudyContext, name: str, bar: tqdm) -> None:
                 work, lambda study: _label(study, ctx, schema.PHASE_ENSEMBLE, name))
 
 
-def _references(ctx: StudyContext, bar: tqdm) -> None:
-    recorded = reference_runs(ctx.cfg, ctx.client, ctx.experiment_id, ctx.parent_run_id,
-                              ctx.progress)
-    for name, metrics in recorded.items():
-        bar.write(f"{name} reference: val mIoU {metrics.get(schema.VAL_MIOU, float('nan')):.4f}"
-                  f"  test mIoU {metrics.get(schema.TEST_MIOU, float('nan')):.4f}")
+def record_references(ctx: StudyContext, echo: Callable[[str], None]) -> None:
+    """Every reference run (priors, zero-shot) recorded exactly once: each is the one queued
+    slot of its own Optuna study, like an ensemble. A process killed while recording one
+    leaves a RUNNING trial; a later start fails it once its heartbeat is stale, closes its
+    MLflow run (KILLED) and records the reference again."""
+    for role, name in reference_names(ctx.cfg):
+        def work(trial: optuna.Trial, role=role, name=name) -> float:
+            recorded = reference_runs(ctx.cfg, ctx.client, ctx.experiment_id,
+                                      ctx.parent_run_id, ctx.progress, [(role, name)],
+                                      lambda run_id: _record_run(trial, run_id))
+            metrics = recorded.get(name, {})
+            if metrics:
+                echo(f"{name} reference: val mIoU "
+                     f"{metrics.get(schema.VAL_MIOU, float('nan')):.4f}  test mIoU "
+                     f"{metrics.get(schema.TEST_MIOU, float('nan')):.4f}")
+            return metrics.get(schema.VAL_MIOU, 0.0)  # the run is the result, not this
+
+        queue.drain(ctx.storage, optuna_name(ctx.cfg, schema.PHASE_REFERENCE, name),
+                    {name: {}}, work,
+                    lambda study, name=name: _label(study, ctx, schema.PHASE_REFERENCE, name))
 
 
 def _parent_run(client, experiment_id: str, cfg: StudyConfig) -> str:
@@ -348,7 +362,7 @@ def run_study(cfg: StudyConfig, storage_url: str | None = None, tracking_uri: st
             _final(ctx, method, study, bar)
         for name in cfg.ensembles:
             _ensemble(ctx, name, bar)
-        _references(ctx, bar)
+        record_references(ctx, bar.write)
     except BaseException:
         client.set_terminated(ctx.parent_run_id, "KILLED")
         raise
@@ -433,5 +447,8 @@ def list_studies(storage_url: str | None = None) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for summary in optuna.get_all_study_summaries(optuna_storage(storage_url)):
         key, rest = schema.parse_optuna_study_name(summary.study_name)
+        if rest.startswith(f"{schema.PHASE_REFERENCE}/"):  # bookkeeping: one slot per prior
+            out.setdefault(key, {})
+            continue
         out.setdefault(key, {})[rest] = summary.n_trials
     return out

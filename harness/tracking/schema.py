@@ -47,6 +47,7 @@ STATUS_OK, STATUS_DIVERGED, STATUS_COLLAPSED = "ok", "diverged", "collapsed"
 PHASE_TUNE, PHASE_FINAL, PHASE_SINGLE = "tune", "final", "single"
 PHASES = (PHASE_TUNE, PHASE_FINAL)  # the phases of a method's Optuna studies
 PHASE_ENSEMBLE = "ensemble"  # an ensemble's Optuna study: one queued trial, run once
+PHASE_REFERENCE = "reference"  # a reference run's Optuna study: the same, for exactly-once
 
 
 def no_final(method: str) -> str:

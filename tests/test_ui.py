@@ -100,7 +100,11 @@ def test_dashboard_serves_the_studies_storage_and_ends_its_group(recorded, tmp_p
     port = free_port()
     served = start(["dashboard", "--port", str(port)], home, port, tmp_path / "dashboard.log")
     try:
-        assert _studies_served(port) == {"tiny@smaller/tune/adamw", "tiny@smaller/final/adamw"}
+        # the method phases, and one bookkeeping study per prior (recorded exactly once)
+        priors = {f"tiny@smaller/reference/{p}" for p in ("box-fill", "ellipse-in-box",
+                                                           "point-disc")}
+        assert _studies_served(port) == {"tiny@smaller/tune/adamw",
+                                         "tiny@smaller/final/adamw"} | priors
         assert stop(served) == 143
         assert not group_alive(served.group)
         assert not port_open("127.0.0.1", port)

@@ -187,7 +187,7 @@ def _backward(model: torch.nn.Module, batch, weight: float, parallel: DataParall
     """Backward pass of the (global batch's) mean loss; the loss. Data-parallel: this rank's
     mean weighted by its share of the prompts, gradients summed over the ranks."""
     if len(batch.boxes):
-        loss = batch_loss(model, batch) * weight if parallel else batch_loss(model, batch)
+        loss = batch_loss(model, batch) * weight  # weight 1 in one process
         loss.backward()
         value = loss.item()
     else:  # this rank's images hold no prompt: it adds nothing but must join the all-reduce
@@ -198,11 +198,9 @@ def _backward(model: torch.nn.Module, batch, weight: float, parallel: DataParall
     return parallel.total(value, params[0].device)
 
 
-def _perturbed_backward(model: torch.nn.Module, batch, weight: float = 1.0,
-                        parallel: DataParallel | None = None,
-                        params: list | None = None) -> torch.Tensor:
+def _perturbed_backward(model: torch.nn.Module, batch, weight: float,
+                        parallel: DataParallel | None, params: list) -> torch.Tensor:
     # BatchNorm (TinyViT encoders) must not learn statistics of the perturbed weights
     with frozen_bn_stats(model):
-        loss = _backward(model, batch, weight, parallel,
-                         params or [p for p in model.parameters() if p.requires_grad])
+        loss = _backward(model, batch, weight, parallel, params)
     return torch.tensor(loss)

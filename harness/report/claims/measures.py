@@ -21,7 +21,7 @@ from scipy import stats
 from harness.errors import HarnessError
 from harness.report.collect import StudyData, load_study_data
 from harness.report.floor import box_floor
-from harness.report.stats import MIN_CI_N, Estimate, mean_ci, welch_ci
+from harness.report.stats import MIN_CI_N, Estimate, mean_ci, paired, welch_ci
 from harness.report.claims.verdict import CONTRADICTED, INCONCLUSIVE, NOT_TESTED, SUPPORTED, \
     judge, range_text
 from harness.tracking import schema
@@ -120,7 +120,7 @@ def delta(arms: Arms, p: dict) -> Result:
         est = _per_seed({s: v - only for s, v in a.items()})
         how = f"{p['versus']}'s one run taken as fixed"
     elif other_arm == p["arm"]:
-        est = _per_seed({s: a[s] - b[s] for s in a if s in b})
+        est = paired(a, b).diff
         how = "paired by seed"
     else:
         est = welch_ci(list(a.values()), list(b.values()))

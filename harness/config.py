@@ -163,6 +163,9 @@ class TrainConfig:
     min_val_miou: float | None = None
     # layer-wise lr decay over encoder blocks (block i of L: lr·decay^(L−i)); None: off
     layer_decay: float | None = None
+    # validate every this many epochs (and after the last): runs of many one-step epochs
+    # (a few labelled images) would otherwise spend their time validating
+    val_every: int = 1
     # processes training one run data-parallel (torchrun; gloo on CPU, NCCL on GPU): each
     # takes every nproc-th image of a batch; the gradient is the whole batch's
     nproc: int = 1
@@ -170,7 +173,7 @@ class TrainConfig:
     def validate(self, fail: Fail) -> None:
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             fail("train.layer_decay", "must be in (0, 1] (or null)")
-        for key in ("epochs", "batch_size", "eval_batch_size", "nproc"):
+        for key in ("epochs", "batch_size", "eval_batch_size", "nproc", "val_every"):
             if getattr(self, key) < 1:
                 fail(f"train.{key}", "must be ≥ 1")
         if self.min_val_miou is not None and not 0 < self.min_val_miou < 1:

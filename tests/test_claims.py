@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from harness.cli import cli
 from test_report_latex import PDFLATEX, _assert_compiled, compile_tables
 from harness.errors import HarnessError
+from harness.report.claims.measures import savings_bracket
 from harness.report.claims.spec import claims_from_dict
 from harness.report.claims.verdict import (
     CONTRADICTED,
@@ -67,6 +68,36 @@ def test_parts_combine_into_one_verdict():
     assert combine([SUPPORTED, NOT_TESTED]) == INCONCLUSIVE  # half a statement is not all
 
 
+def _diff(mean: float, half: float = 0.01, n: int = 5) -> Estimate:
+    return Estimate(mean, mean - half, mean + half, n)
+
+
+def test_label_savings_are_bracketed_by_the_rungs_that_surely_match_or_fail():
+    """ASAM − AdamW@all per rung (all = 400 images), tolerance 0.02, by hand: 50 surely fails
+    (upper −0.03), 100 is unsure, 200 and 400 surely match → saved between 1 − 200/400 and
+    1 − 50/400; the point is the smallest size whose mean matches onwards (100)."""
+    rungs = [(400, _diff(0.0)), (50, _diff(-0.05, 0.02)), (200, _diff(-0.005)),
+             (100, _diff(-0.015, 0.02))]
+    est, words = savings_bracket(rungs, 400, 0.02)
+    assert (est.mean, est.low, est.high, est.n) == (0.75, 0.5, 0.875, 5)
+    assert words.startswith("50: -0.050 [-0.070, -0.030]")
+    assert judge(est, 0.4, 0.6)[0] == INCONCLUSIVE
+    assert judge(savings_bracket(rungs, 400, 0.1)[0], 0.4, 0.6)[0] == CONTRADICTED  # > 0.6
+    # no rung surely matches, every rung surely fails: no saving (0, not a negative guess)
+    bad = [(n, _diff(-0.2)) for n in (50, 100, 400)]
+    est = savings_bracket(bad, 400, 0.02)[0]
+    assert (est.mean, est.low, est.high) == (0.0, 0.0, 0.0)
+    assert judge(est, 0.4, 0.6)[0] == CONTRADICTED
+    # a rung that fails above one that matches: the larger sizes decide the lower bound
+    mixed = [(50, _diff(0.0)), (100, _diff(-0.2)), (200, _diff(0.0)), (400, _diff(0.0))]
+    est = savings_bracket(mixed, 400, 0.02)[0]
+    assert (est.mean, est.low, est.high) == (0.5, 0.5, 0.75)
+    # a rung of two runs: a point, no interval, so the verdict is inconclusive
+    two = Estimate(0.0, math.nan, math.nan, 2, "n = 2")
+    few = savings_bracket([(200, two), (400, _diff(0.0))], 400, 0.02)[0]
+    assert few.mean == 0.5 and not few.has_ci and judge(few, 0.4, 0.6)[0] == INCONCLUSIVE
+
+
 # ------------------------------------------------------------------ a tiny claims file
 def _claims(tiny_study_path) -> dict:
     return {
@@ -79,6 +110,11 @@ def _claims(tiny_study_path) -> dict:
                 "tuning": {"sampler": "grid", "trials_per_method": 2},
                 "methods": {"asam": {"search": {"rho": {"choices": [0.5, 1.0e12]}}}},
                 "final_seeds": [1], "evaluate": {"shifts": []}}},
+            "labels-4": {"methods": ["asam"], "set": {  # a rung of the label ladder
+                "data": {"train_size": 4}, "train": {"epochs": 2}, "evaluate": {"shifts": []}}},
+            "other-size": {"set": {  # a second rung of a model-size ladder
+                "model": {"preset": "tiny-64-s"}, "data": {"image_size": 64},
+                "evaluate": {"shifts": []}}},
         },
         "statements": [
             {"id": 1, "text": "ASAM costs +20–30 % training compute.", "test": "ratio",
@@ -95,6 +131,12 @@ def _claims(tiny_study_path) -> dict:
             {"id": 7, "text": "A poor ρ destabilises training; 0.5 is the start.",
              "test": "divergence", "arm": "rho", "method": "asam", "param": "rho",
              "start": 0.5},
+            {"id": 8, "text": "ASAM needs 40–60 % fewer labels.", "test": "label_savings",
+             "arms": ["labels-4"], "method": "asam", "versus": "adamw", "versus_arm": "main",
+             "claimed": [0.4, 0.6]},
+            {"id": "9t", "text": "The gain shrinks for larger models.", "test": "size_trend",
+             "arms": ["main", "other-size"], "method": "asam", "versus": "adamw",
+             "claimed": [None, 0]},
             {"id": 9, "text": "ViT-L gains most.", "test": "untested", "measure": "size ladder",
              "reason": "needs a GPU", "tested_by": "preset gpu"},
             {"id": 11, "text": "ASAM amplifies annotation noise.", "test": "interaction",
@@ -126,6 +168,7 @@ def tiny_claims(tmp_path, tiny_study_dict):
     (lambda c: c["statements"][0].update(test="vibes"), "'statements[0].test'"),
     (lambda c: c["statements"][0].pop("metric"), "'statements[0].metric'"),
     (lambda c: c["statements"][0].update(arm="nowhere"), "'statements[0].arm'"),
+    (lambda c: c["statements"][4].update(arms=["main", "nowhere"]), "'statements[4].arms'"),
     (lambda c: c["statements"][0].update(claimed=[2, 1]), "'statements[0].claimed'"),
     (lambda c: c["statements"][2]["parts"][0].update(extra=1), "'statements[2].parts[0].extra'"),
     (lambda c: c["arms"]["rho"].update(methods=["lion"]), "arms.rho.methods"),
@@ -175,6 +218,16 @@ def test_claims_run_every_arm_judge_every_statement_and_write_every_file(home, t
     assert verdict["7"] == SUPPORTED  # ρ = 1e12 diverged, 0.5 trained
     assert "1e+12" in table.set_index("id").loc["7", "rule"]
     assert verdict["9"] == NOT_TESTED
+    # the label ladder: ASAM on 4 and on all 8 images against AdamW on all 8
+    ladder = table.set_index("id").loc["8"]
+    assert "on all 8" in ladder["measured"] and "(rungs, asam − adamw: 4: " in ladder["measured"]
+    assert ladder["arms"] == "tiny-claims.labels-4, tiny-claims.main"
+    assert ladder["mean"] in (0.0, 0.5) and ladder["n"] == "3"
+    # the size ladder: the slope over 3 + 3 paired seeds, per doubling of parameters
+    trend = table.set_index("id").loc["9t"]
+    assert trend["n"] == "6" and math.isfinite(trend["ci_low"])
+    assert "per doubling of model parameters" in trend["measured"]
+    assert " M: " in trend["measured"] and trend["verdict"] in VERDICTS
     # CPU peak memory is the process's resident set: the memory claim waits for a GPU
     assert verdict["2"] == NOT_TESTED
     assert "needs runs on cuda; these ran on cpu" in table.set_index("id").loc["2", "rule"]

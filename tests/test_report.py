@@ -528,3 +528,26 @@ def test_report_pdf_and_tables_are_logged_on_the_parent_run_and_replaced(handmad
     out = build_report(HAND, out=tmp_path / "second", formats=["md"])
     assert _artifact_files(client, parent_id, folder) == {
         f"{folder}/tables/{p.name}" for p in (out / "tables").glob("*.md")}
+
+
+def test_sharpness_leaves_out_methods_without_probes(recorded):
+    """An ensemble has no weights of its own to probe: its runs give no τ row of n = 0."""
+    client = tracking_client()
+    experiment_id, parent_id = _new_study(client, "probed")
+    rng = np.random.default_rng(0)
+    for method in ("adamw", "asam"):
+        for seed in (1, 2, 3, 4):
+            _record(client, experiment_id, parent_id, "probed", schema.ROLE_TRIAL, method, seed,
+                    metrics={schema.TEST_MIOU: 0.6 + 0.01 * seed,
+                             schema.GAP_TRAIN_TEST: float(rng.normal(0.05, 0.01)),
+                             schema.PROBE_HESSIAN_TRACE: float(rng.normal(10, 1))})
+    _record(client, experiment_id, parent_id, "probed", schema.ROLE_ENSEMBLE, "sam-e",
+            metrics={schema.TEST_MIOU: 0.65, schema.GAP_TRAIN_TEST: 0.05})
+    data = load_study_data("probed")
+    assert "sam-e" in data.methods
+    with report_style():
+        ctx = Context(data, method_colors(data.all_methods), ShiftFilter(), draw=False)
+        section = sharpness.build(ctx)
+    tables = {b.name: b.data for b in section.blocks if isinstance(b, Table)}
+    assert set(tables["sharpness_kendall"]["method"]) == {"adamw", "asam"}
+    assert "sam-e" not in set(tables["sharpness_probes"]["method"])

@@ -18,6 +18,7 @@ from harness.report.stats import (
     paired,
     sign_flip_min_p,
     sign_flip_p,
+    slope_ci,
     welch_ci,
 )
 
@@ -66,6 +67,32 @@ def test_welch_ci_by_hand():
     assert df == pytest.approx(4.7419, abs=1e-3)
     assert not welch_ci([0.1, 0.2], [0.3, 0.4, 0.5]).has_ci  # 2 runs: no interval
 
+
+
+@pytest.mark.parametrize("seeds", [1, 3, 5])
+def test_slope_ci_covers_a_known_slope_along_a_three_point_sweep(seeds):
+    """Three sizes (log2 params 10, 11, 12) × `seeds` runs, true gain slope −0.01 per
+    doubling, run noise SD 0.01: the t interval covers −0.01 95 % of the time."""
+    rng = np.random.default_rng(seeds)
+    x = np.repeat([10.0, 11.0, 12.0], seeds)
+    reps, covered = 3000, 0
+    for _ in range(reps):
+        est = slope_ci(x, 0.05 - 0.01 * (x - 10) + rng.normal(0, 0.01, len(x)))
+        covered += est.low <= -0.01 <= est.high
+    assert 0.93 <= covered / reps <= 0.97
+
+
+def test_slope_ci_matches_scipy_linregress():
+    x, y = [1.0, 2.0, 3.0, 4.0, 5.0], [0.10, 0.07, 0.09, 0.02, 0.03]
+    ref = stats.linregress(x, y)  # an independent implementation
+    half = stats.t.ppf(0.975, 3) * ref.stderr
+    est = slope_ci(x + [math.nan], y + [0.5])  # a point without x is dropped
+    assert est.n == 5 and est.mean == pytest.approx(ref.slope)
+    assert (est.low, est.high) == pytest.approx((ref.slope - half, ref.slope + half))
+    assert not slope_ci([1.0, 1.0, 1.0], [0.1, 0.2, 0.3]).has_ci  # one size: no slope
+    assert math.isnan(slope_ci([1.0, 1.0], [0.1, 0.2]).mean)
+    two = slope_ci([1.0, 2.0], [0.1, 0.3])
+    assert two.mean == pytest.approx(0.2) and not two.has_ci
 
 def test_fewer_than_three_values_give_no_interval_and_say_why():
     two = mean_ci([0.6, 0.8, math.nan])

@@ -167,3 +167,15 @@ def test_a_run_that_never_leaves_the_plateau_is_flagged(dataset):
               epochs=3, batch_size=4, seed=0, progress=False, validate=validate,
               min_val_miou=0.99)
     assert len(scores) == 2  # checked from the 2nd epoch on, as the loss-drop check is
+
+
+def test_validation_runs_every_val_every_epochs_and_after_the_last(dataset):
+    """Runs of many one-step epochs (a few labelled images) validate every k-th epoch and at
+    the end, with the epoch each validation followed."""
+    epochs = []
+    model = build_model("tiny-32")
+    result = train(model, dataset, "adamw", hp("adamw", {"lr": 1e-3}), epochs=7,
+                   batch_size=len(dataset.images), seed=0, progress=False, val_every=3,
+                   validate=lambda m: epochs.append(len(epochs)) or {"val/miou": 0.5})
+    assert [v["epoch"] for v in result.val_history] == [3, 6, 7]
+    assert [v["step"] for v in result.val_history] == [3, 6, 7] and len(epochs) == 3

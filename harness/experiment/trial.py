@@ -120,7 +120,8 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
             warmup_steps=cfg.train.warmup_steps, box_jitter=cfg.train.box_jitter,
             grad_clip=cfg.train.grad_clip, min_loss_drop=cfg.train.min_loss_drop,
             point_prompts=cfg.train.point_prompts, max_points=cfg.train.max_points,
-            layer_decay=cfg.train.layer_decay, min_val_miou=cfg.train.min_val_miou)
+            layer_decay=cfg.train.layer_decay, min_val_miou=cfg.train.min_val_miou,
+            val_every=cfg.train.val_every)
         with PeakMemory(device) as memory:  # the parent's: ranks are other processes
             if cfg.train.nproc > 1:
                 result = train_in_processes(

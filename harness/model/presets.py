@@ -91,6 +91,12 @@ PRESETS: dict[str, ModelSpec] = {
     # frequencies the decoder cannot place a box precisely and learns far more slowly.
     "tiny-64": ModelSpec(64, 8, 64, 2, 2, (1,), 0, 128, 256, 4, iou_head_hidden_dim=64,
                          mask_in_chans=4),
+    # A width ladder at 64 px for model-size sweeps: the encoder grows, the prompt encoder
+    # and decoder stay tiny-64's (vit_b/l/h differ the same way).
+    "tiny-64-s": ModelSpec(64, 8, 32, 2, 2, (1,), 0, 128, 256, 4, iou_head_hidden_dim=64,
+                           mask_in_chans=4),
+    "tiny-64-l": ModelSpec(64, 8, 128, 4, 4, (1, 3), 0, 128, 256, 4, iou_head_hidden_dim=64,
+                           mask_in_chans=4),
     "tiny-128": ModelSpec(128, 8, 96, 2, 3, (1,), 8, 128, 256, 4, iou_head_hidden_dim=64,
                           mask_in_chans=8),
     "tiny-256": ModelSpec(256, 16, 128, 4, 4, (1, 3), 8, 128, 512, 4, iou_head_hidden_dim=64,

@@ -7,6 +7,7 @@
   seeds the smallest two-sided p is 2/2ⁿ (`sign_flip_min_p`), so nothing below 6 seeds can
   reach p < 0.05 — callers say so in words instead of marking.
 - `welch_ci`: a difference between independent groups of runs (two arms of a sweep).
+- `slope_ci`: a least-squares slope along a sweep (every run one point).
 - `cluster_bootstrap`: the second level, per mask over the test images: masks of one image
   share its difficulty, so images (clusters) are resampled, not masks.
 
@@ -113,6 +114,25 @@ def welch_ci(a: Iterable[float], b: Iterable[float], level: float = LEVEL) -> Es
     df = se2 ** 2 / (va ** 2 / (len(x) - 1) + vb ** 2 / (len(y) - 1))
     half = float(stats.t.ppf((1 + level) / 2, df) * math.sqrt(se2))
     return Estimate(diff, diff - half, diff + half, n)
+
+
+def slope_ci(x: Iterable[float], y: Iterable[float], level: float = LEVEL) -> Estimate:
+    """Least-squares slope of `y` on `x` with its t interval (n − 2 degrees of freedom): how
+    a per-run quantity changes along a sweep (e.g. ASAM's gain per doubling of model size),
+    every run one point. Needs two distinct x and `MIN_CI_N` points for an interval."""
+    pts = np.array([(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)],
+                   dtype=float).reshape(-1, 2)
+    n = len(pts)
+    sxx = float(((pts[:, 0] - pts[:, 0].mean()) ** 2).sum()) if n else 0.0
+    if n < 2 or sxx == 0:
+        return Estimate(math.nan, math.nan, math.nan, n, "fewer than two distinct x")
+    dx, dy = pts[:, 0] - pts[:, 0].mean(), pts[:, 1] - pts[:, 1].mean()
+    slope = float((dx * dy).sum() / sxx)
+    if n < MIN_CI_N:
+        return Estimate(slope, math.nan, math.nan, n, f"n = {n}: no interval below {MIN_CI_N}")
+    sse = float(((dy - slope * dx) ** 2).sum())
+    half = float(stats.t.ppf((1 + level) / 2, n - 2) * math.sqrt(sse / (n - 2) / sxx))
+    return Estimate(slope, slope - half, slope + half, n)
 
 
 # --------------------------------------------------------------------------- seed level

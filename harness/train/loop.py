@@ -76,6 +76,7 @@ def train(
     max_points: int = 3,
     layer_decay: float | None = None,
     min_val_miou: float | None = None,
+    val_every: int = 1,
     parallel: DataParallel | None = None,
 ) -> TrainResult:
     """Train `model` in place on `dataset` with optimizer `method`.
@@ -91,7 +92,8 @@ def train(
     has collapsed (as SAM/ASAM do at too large a ρ: the loss settles where it started, on
     predicting nothing) and :class:`TrainingCollapsed` says so. With `min_val_miou`, every
     validation from the second epoch on must reach it, or the run did not escape that
-    plateau (:class:`TrainingCollapsed` too).
+    plateau (:class:`TrainingCollapsed` too). Validation runs after every `val_every`-th
+    epoch and after the last.
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -147,7 +149,7 @@ def train(
             bar.set_postfix(loss=f"{result.final_loss:.3f}", epoch=epoch + 1)
         if min_loss_drop is not None and epoch >= min(1, epochs - 1):
             _check_collapse(losses, epoch_start, epoch, min_loss_drop)
-        if validate is not None:
+        if validate is not None and ((epoch + 1) % val_every == 0 or epoch == epochs - 1):
             validation_start = time.perf_counter()
             metrics = validate(model)
             validation_seconds += time.perf_counter() - validation_start

@@ -80,7 +80,7 @@ def judge_claims(spec: ClaimsSpec, out: str | Path | None = None,
     table = claims_table(spec, arms)
     key = f"{spec.name}@{preset}" if preset else spec.name
     folder = Path(out) if out is not None else Path("reports") / re.sub(r"[/\\]", "_", key)
-    main = next(iter(spec.arms))
+    main = spec.main_arm
     if report:  # the full report of the main arm, logged on its parent run
         from harness.report import build_report
 

@@ -21,7 +21,7 @@ from scipy import stats
 from harness.errors import HarnessError
 from harness.report.collect import StudyData, load_study_data
 from harness.report.floor import box_floor
-from harness.report.stats import MIN_CI_N, Estimate, mean_ci, paired, welch_ci
+from harness.report.stats import MIN_CI_N, Estimate, mean_ci, paired, slope_ci, welch_ci
 from harness.report.claims.verdict import CONTRADICTED, INCONCLUSIVE, NOT_TESTED, SUPPORTED, \
     judge, range_text
 from harness.tracking import schema
@@ -218,6 +218,112 @@ def divergence(arms: Arms, p: dict) -> Result:
                   arms=(p["arm"],), metric=p["param"])
 
 
+def savings_bracket(rungs: list[tuple[int, Estimate]], full: int,
+                    tolerance: float) -> tuple[Estimate, str]:
+    """The fraction of labels a method saves, bracketed on a ladder of training-set sizes.
+
+    ``rungs``: (training images, estimate of method@size − reference@``full``) per rung.
+    The method *matches* at a size when the difference is ≥ −``tolerance``. Assuming more
+    labels never hurt, a rung whose interval lies above −tolerance (with every larger rung)
+    bounds the savings from below; the largest rung whose interval lies below −tolerance
+    bounds them from above. The point is the smallest size whose mean matches (and every
+    larger rung's). Returns the estimate (savings = 1 − size / ``full``) and the grid in words.
+    """
+    rungs = sorted(rungs, key=lambda r: r[0])
+    sizes = [n for n, _ in rungs]
+
+    def saved(n: int) -> float:
+        return 1 - n / full
+
+    def first_from(ok) -> int | None:  # smallest rung from which every larger one is ok
+        index = None
+        for i in range(len(rungs) - 1, -1, -1):
+            if not ok(rungs[i][1]):
+                break
+            index = i
+        return index
+
+    n = min((est.n for _, est in rungs), default=0)
+    words = ", ".join(f"{size}: {est.text('.3f')}" for size, est in rungs)
+    if not rungs or any(not math.isfinite(est.mean) for _, est in rungs):
+        return Estimate(math.nan, math.nan, math.nan, 0, "a rung has no runs"), words
+    if any(not est.has_ci for _, est in rungs):
+        point = first_from(lambda e: e.mean >= -tolerance)
+        return Estimate(saved(sizes[point]) if point is not None else 0.0, math.nan, math.nan,
+                        n, f"n = {n} on a rung: no interval below {MIN_CI_N} runs"), words
+    point = first_from(lambda e: e.mean >= -tolerance)
+    sure = first_from(lambda e: e.low >= -tolerance)
+    failing = [size for size, est in rungs if est.high < -tolerance]
+    # no rung surely matching: savings of 0 or less are not excluded (0 is the bound a
+    # claimed saving is judged against)
+    low = saved(sizes[sure]) if sure is not None else 0.0
+    high = saved(max(failing)) if failing else 1.0
+    mean = saved(sizes[point]) if point is not None else 0.0
+    return Estimate(mean, low, min(max(high, low), 1.0), n), words
+
+
+def label_savings(arms: Arms, p: dict) -> Result:
+    """Labels `method` needs to match `versus` trained on all of them (`versus_arm`), over
+    the ladder `arms` (each the study with fewer training images), as the fraction saved."""
+    ref_data = arms.data(p["versus_arm"])
+    full = _train_size(ref_data, p["versus"])
+    reference = arms.by_seed(p["versus_arm"], p["versus"], p["metric"])
+    ladder = p["arms"] if isinstance(p["arms"], list) else [p["arms"]]
+    rungs = []
+    for arm in dict.fromkeys([*ladder, p["versus_arm"]]):
+        if p["method"] not in arms.data(arm).all_methods:
+            continue
+        mine = arms.by_seed(arm, p["method"], p["metric"])
+        est = (paired(mine, reference).diff if arm == p["versus_arm"]
+               else welch_ci(list(mine.values()), list(reference.values())))
+        rungs.append((_train_size(arms.data(arm), p["method"]), est))
+    est, words = savings_bracket(rungs, full, p["tolerance"])
+    what = (f"labels {p['method']} needs to come within {p['tolerance']:g} {p['metric']} of "
+            f"{p['versus']} on all {full}, as the fraction saved (rungs, {p['method']} − "
+            f"{p['versus']}: {words})")
+    verdict, rule = judge(est, *p["claimed"])
+    rule += ("; savings bracketed on the ladder's sizes, assuming more labels never hurt; "
+             "intervals per rung, not corrected across rungs"
+             + ("; a lower bound of 0: no rung surely matches, so no saving is not excluded"
+                if est.has_ci and est.low == 0 else ""))
+    used = tuple(dict.fromkeys([*ladder, p["versus_arm"]]))
+    return Result(what, verdict, rule, est, p["claimed"], used, p["metric"])
+
+
+def _train_size(data: StudyData, method: str) -> int:
+    """The training images the final runs of `method` saw (a recorded param)."""
+    values = pd.to_numeric(data.final(method).get(schema.param_column("data.train_size")),
+                           errors="coerce").dropna().unique() if len(data.final(method)) else []
+    if len(values) != 1:
+        raise HarnessError(f"study {data.name}: the final runs of {method} record "
+                           f"{len(values)} training-set sizes; a label ladder needs one")
+    return int(values[0])
+
+
+def size_trend(arms: Arms, p: dict) -> Result:
+    """How `method`'s gain over `versus` (per seed, paired within an arm) changes per
+    doubling of the model's parameters across the arms of a model-size ladder: the
+    least-squares slope, every seed of every arm one point."""
+    xs, ys, words = [], [], []
+    for arm in p["arms"]:
+        data = arms.data(arm)
+        sizes = data.column(data.final(p["method"]), schema.MODEL_PARAMS).dropna().unique()
+        if len(sizes) != 1:
+            raise HarnessError(f"study {data.name}: the final runs of {p['method']} record "
+                               f"{len(sizes)} model sizes; a size ladder needs one per arm")
+        mine = arms.by_seed(arm, p["method"], p["metric"])
+        other = arms.by_seed(arm, p["versus"], p["metric"])
+        gains = paired(mine, other)
+        for seed in sorted(mine.keys() & other.keys()):
+            xs.append(math.log2(sizes[0]))
+            ys.append(mine[seed] - other[seed])
+        words.append(f"{sizes[0] / 1e6:.2f} M: {gains.diff.text('.3f')}")
+    est = slope_ci(xs, ys)
+    what = (f"change of {p['method']} − {p['versus']} {p['metric']} per doubling of model "
+            f"parameters (per arm: {'; '.join(words)})")
+    return _judged(what, est, p["claimed"], tuple(p["arms"]), p["metric"])
+
+
 def untested(arms: Arms, p: dict) -> Result:
     return Result(p["measure"], NOT_TESTED, p["reason"], tested_by=p["tested_by"])
 
@@ -242,6 +348,12 @@ MEASURES: dict[str, Measure] = {
                             {"metric": schema.TEST_MIOU}, ("arm", "versus_arm")),
     "ensemble_cost": Measure(ensemble_cost, ("arm", "ensemble"), {"claimed": [0.8, 1.2]}),
     "divergence": Measure(divergence, ("arm", "method", "param", "start")),
+    "size_trend": Measure(size_trend, ("arms", "method", "versus", "claimed"),
+                          {"metric": schema.TEST_MIOU}, ("arms",)),
+    "label_savings": Measure(label_savings, ("arms", "method", "versus", "versus_arm",
+                                             "claimed"),
+                             {"metric": schema.TEST_MIOU, "tolerance": 0.02},
+                             ("arms", "versus_arm")),
     "untested": Measure(untested, ("measure", "reason", "tested_by"), {}, ()),
 }
 
@@ -279,9 +391,11 @@ def check_part(part: dict, arms: dict, source: str, where: str) -> None:
     for key, default in measure.optional.items():
         part.setdefault(key, default)
     for key in measure.arm_keys:
-        if part.get(key) is not None and part[key] not in arms:
-            fail(key, f"names arm {part[key]!r}, which is not defined (arms: "
-                 f"{', '.join(arms)})")
+        value = part.get(key)
+        for arm in (value if isinstance(value, list) else [] if value is None else [value]):
+            if arm not in arms:
+                fail(key, f"names arm {arm!r}, which is not defined (arms: "
+                     f"{', '.join(arms)})")
     if "claimed" in part:
         part["claimed"] = claimed_range(part["claimed"], source, f"{where}.claimed")
 

@@ -6,7 +6,7 @@ study: asam-vs-adamw          # every arm is this study at the same preset, plus
 study_preset: smoke           # ... or at this preset of it (default: the claims preset's name)
 set: {final_seeds: [1, 2, 3]} # changes every arm makes, before its own
 arms:
-  main: {}                    # the study as it is
+  main: {}                    # the study as it is; its report and parent run hold the claims
   labels-half:
     methods: [asam]           # the study's methods this arm runs (default: all)
     set: {data: {train_size: 100}, tuning: {trials_per_method: 0}}
@@ -67,6 +67,12 @@ class ClaimsSpec:
 
     def arm_name(self, arm: str) -> str:
         return f"{self.name}.{arm}"
+
+    @property
+    def main_arm(self) -> str:
+        """The arm whose full report is built and whose parent run holds the claims files:
+        the one named ``main``, else the first (a YAML writer may sort the keys)."""
+        return "main" if "main" in self.arms else next(iter(self.arms))
 
     def arm_config(self, arm: str) -> StudyConfig:
         """Arm `arm` as a study config: the base study at `study_preset`, then the file's

@@ -126,7 +126,9 @@ def build(ctx: Context) -> Section:
         return section.say("No sharpness probes (or no generalisation gaps) were recorded for "
                            "the methods shown; enable `probes:` in the study to fill this "
                            "section.")
-    methods = [m for m in ctx.methods if (runs["method"] == m).any()]
+    # an ensemble has no weights of its own to probe: rows of "n = 0" would only be noise
+    probed = pd.concat([ctx.data.column(runs, p).notna() for p in probes], axis=1).any(axis=1)
+    methods = [m for m in ctx.methods if (probed & (runs["method"] == m)).any()]
     corr = _correlations(ctx, runs, methods, probes, gaps)
     adjusted = dict(zip(corr, holm(c.p for c in corr.values())))
     panels = _panels(corr, methods, probes, gaps)

@@ -284,8 +284,8 @@ def label_savings(arms: Arms, p: dict) -> Result:
     verdict, rule = judge(est, *p["claimed"])
     rule += ("; savings bracketed on the ladder's sizes, assuming more labels never hurt; "
              "intervals per rung, not corrected across rungs"
-             + ("; a lower bound of 0: no rung surely matches, so no saving is not excluded"
-                if est.has_ci and est.low == 0 else ""))
+             + (f"; a lower bound of 0: no rung surely matches, so {p['method']} may save "
+                "nothing" if est.has_ci and est.low == 0 else ""))
     used = tuple(dict.fromkeys([*ladder, p["versus_arm"]]))
     return Result(what, verdict, rule, est, p["claimed"], used, p["metric"])
 

@@ -123,10 +123,10 @@ def slope_ci(x: Iterable[float], y: Iterable[float], level: float = LEVEL) -> Es
     pts = np.array([(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)],
                    dtype=float).reshape(-1, 2)
     n = len(pts)
-    sxx = float(((pts[:, 0] - pts[:, 0].mean()) ** 2).sum()) if n else 0.0
+    dx, dy = (pts - pts.mean(axis=0)).T if n else (np.zeros(0), np.zeros(0))
+    sxx = float((dx ** 2).sum())
     if n < 2 or sxx == 0:
         return Estimate(math.nan, math.nan, math.nan, n, "fewer than two distinct x")
-    dx, dy = pts[:, 0] - pts[:, 0].mean(), pts[:, 1] - pts[:, 1].mean()
     slope = float((dx * dy).sum() / sxx)
     if n < MIN_CI_N:
         return Estimate(slope, math.nan, math.nan, n, f"n = {n}: no interval below {MIN_CI_N}")

@@ -247,18 +247,17 @@ def savings_bracket(rungs: list[tuple[int, Estimate]], full: int,
     words = ", ".join(f"{size}: {est.text('.3f')}" for size, est in rungs)
     if not rungs or any(not math.isfinite(est.mean) for _, est in rungs):
         return Estimate(math.nan, math.nan, math.nan, 0, "a rung has no runs"), words
-    if any(not est.has_ci for _, est in rungs):
-        point = first_from(lambda e: e.mean >= -tolerance)
-        return Estimate(saved(sizes[point]) if point is not None else 0.0, math.nan, math.nan,
-                        n, f"n = {n} on a rung: no interval below {MIN_CI_N} runs"), words
     point = first_from(lambda e: e.mean >= -tolerance)
+    mean = saved(sizes[point]) if point is not None else 0.0
+    if any(not est.has_ci for _, est in rungs):
+        return Estimate(mean, math.nan, math.nan, n,
+                        f"n = {n} on a rung: no interval below {MIN_CI_N} runs"), words
     sure = first_from(lambda e: e.low >= -tolerance)
     failing = [size for size, est in rungs if est.high < -tolerance]
     # no rung surely matching: savings of 0 or less are not excluded (0 is the bound a
     # claimed saving is judged against)
     low = saved(sizes[sure]) if sure is not None else 0.0
     high = saved(max(failing)) if failing else 1.0
-    mean = saved(sizes[point]) if point is not None else 0.0
     return Estimate(mean, low, min(max(high, low), 1.0), n), words
 
 
@@ -268,9 +267,9 @@ def label_savings(arms: Arms, p: dict) -> Result:
     ref_data = arms.data(p["versus_arm"])
     full = _train_size(ref_data, p["versus"])
     reference = arms.by_seed(p["versus_arm"], p["versus"], p["metric"])
-    ladder = p["arms"] if isinstance(p["arms"], list) else [p["arms"]]
+    used = tuple(dict.fromkeys([*p["arms"], p["versus_arm"]]))
     rungs = []
-    for arm in dict.fromkeys([*ladder, p["versus_arm"]]):
+    for arm in used:
         if p["method"] not in arms.data(arm).all_methods:
             continue
         mine = arms.by_seed(arm, p["method"], p["metric"])
@@ -286,14 +285,14 @@ def label_savings(arms: Arms, p: dict) -> Result:
              "intervals per rung, not corrected across rungs"
              + (f"; a lower bound of 0: no rung surely matches, so {p['method']} may save "
                 "nothing" if est.has_ci and est.low == 0 else ""))
-    used = tuple(dict.fromkeys([*ladder, p["versus_arm"]]))
     return Result(what, verdict, rule, est, p["claimed"], used, p["metric"])
 
 
 def _train_size(data: StudyData, method: str) -> int:
     """The training images the final runs of `method` saw (a recorded param)."""
-    values = pd.to_numeric(data.final(method).get(schema.param_column("data.train_size")),
-                           errors="coerce").dropna().unique() if len(data.final(method)) else []
+    finals = data.final(method)
+    values = pd.to_numeric(finals.get(schema.param_column("data.train_size")),
+                           errors="coerce").dropna().unique() if len(finals) else []
     if len(values) != 1:
         raise HarnessError(f"study {data.name}: the final runs of {method} record "
                            f"{len(values)} training-set sizes; a label ladder needs one")
@@ -392,6 +391,8 @@ def check_part(part: dict, arms: dict, source: str, where: str) -> None:
         part.setdefault(key, default)
     for key in measure.arm_keys:
         value = part.get(key)
+        if key == "arms" and not isinstance(value, list):  # a ladder of one, written bare
+            part[key] = value = [value]
         for arm in (value if isinstance(value, list) else [] if value is None else [value]):
             if arm not in arms:
                 fail(key, f"names arm {arm!r}, which is not defined (arms: "

@@ -41,6 +41,19 @@ def deferred() -> Iterator[None]:
         _deferring.pop()
 
 
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Let the block finish, then raise an interrupt that arrived inside it. For a write that
+    a library cannot survive being cut: MLflow's artifact upload closes its file descriptor a
+    second time when KeyboardInterrupt lands between ``os.fdopen`` and the next line, and the
+    OSError that follows replaces the interrupt (a Ctrl+C became a crash with exit code 1)."""
+    before = _requested.is_set()
+    with deferred():
+        yield
+    if not before and _requested.is_set() and not _deferring:
+        raise KeyboardInterrupt
+
+
 def request(signum: int) -> None:
     """Remember that `signum` asked us to stop, without raising (a parent that forwards the
     signal to its workers, and waits for them to close their records, uses this)."""

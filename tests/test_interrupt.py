@@ -117,3 +117,41 @@ def test_an_interrupt_while_a_finished_run_is_closed_still_finishes_it(installed
     assert interrupt.requested()  # kept for the caller's next check
     with pytest.raises(KeyboardInterrupt):
         interrupt.check()
+
+
+class _InterruptedUpload(_InterruptedCreate):
+    """... and one where Ctrl+C arrives as an artifact upload starts. Inside MLflow's upload
+    an interrupt between ``os.fdopen`` and the next line made it close the descriptor twice:
+    the OSError replaced the interrupt and a Ctrl+C ended the study as a crash."""
+
+    def create_run(self, *args, **kwargs):
+        return self._client.create_run(*args, **kwargs)
+
+    def log_artifact(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs at the next bytecode boundary
+        return self._client.log_artifact(*args, **kwargs)
+
+
+def test_an_interrupt_during_an_upload_lets_it_finish_then_stops(installed, home):
+    from harness.tracking.mlflow_log import log_file
+    from harness.tracking.store import get_experiment_id, tracking_client
+
+    client = tracking_client()
+    run_id = client.create_run(get_experiment_id(client, "upload")).info.run_id
+    with pytest.raises(KeyboardInterrupt):
+        log_file(_InterruptedUpload(client), run_id, lambda p: p.write_bytes(b"x" * 4096),
+                 "weights.bin")
+    (artifact,) = client.list_artifacts(run_id)
+    assert artifact.path == "weights.bin" and artifact.file_size == 4096
+
+
+def test_an_interrupt_that_came_before_an_upload_does_not_stop_it(installed, home):
+    """Closing records after Ctrl+C uploads too: an old request must not cut that short."""
+    from harness.tracking.mlflow_log import log_text
+    from harness.tracking.store import get_experiment_id, tracking_client
+
+    interrupt.request(signal.SIGINT)
+    client = tracking_client()
+    run_id = client.create_run(get_experiment_id(client, "closing-upload")).info.run_id
+    log_text(client, run_id, "kept", "note.txt")
+    assert [a.path for a in client.list_artifacts(run_id)] == ["note.txt"]

@@ -34,7 +34,7 @@ from harness.home import cache_dir
 from harness.model import build_model, resolve_device, torch_threads
 from harness.optim import get_method
 from harness.tracking import schema
-from harness.tracking.mlflow_log import MetricBuffer, log_file, log_metrics, log_params
+from harness.tracking.mlflow_log import MetricBuffer, log_file, log_metrics, log_params, log_text
 from harness.tracking.store import get_experiment_id
 from harness.train.loop import train
 
@@ -97,8 +97,8 @@ def _build(cfg: StudyConfig, path: Path, client: MlflowClient, progress: bool) -
     with recorded_outcome(client, run_id), torch_threads(cfg.train.threads):
         log_params(client, run_id, {"preset": cfg.model.preset, "key": base_key(cfg),
                                     "base": dataclasses.asdict(base), "data": data.__dict__})
-        client.log_text(run_id, dump_yaml({"base": dataclasses.asdict(base),
-                                           "study": cfg.to_dict()}), schema.CONFIG_ARTIFACT)
+        log_text(client, run_id, dump_yaml({"base": dataclasses.asdict(base),
+                                            "study": cfg.to_dict()}), schema.CONFIG_ARTIFACT)
         curves = MetricBuffer(client, run_id)
         torch.manual_seed(base.seed)
         device = resolve_device(cfg.train.device)

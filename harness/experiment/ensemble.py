@@ -32,7 +32,7 @@ from harness.experiment.outcome import create_run, recorded_outcome
 from harness.experiment.supersede import current
 from harness.experiment.trial import clean_metrics, evaluate_extras, study_tags
 from harness.tracking import schema
-from harness.tracking.mlflow_log import log_metrics, log_params, runs_with_tags
+from harness.tracking.mlflow_log import log_metrics, log_params, log_text, runs_with_tags
 
 TIMING_REPEATS = 3
 SUMMED_COSTS = (schema.COST_TRAIN, schema.COST_STEP, schema.COST_WALL)
@@ -125,8 +125,8 @@ def _evaluate(cfg: StudyConfig, name: str, seeds: list[int], members: list,
         "member_run_ids": ",".join(r.info.run_id for r in members),
         "model": cfg.model.__dict__, "data": cfg.data.__dict__, "study": cfg.name,
         "preset": cfg.preset or ""})
-    client.log_text(run_id, dump_yaml({"ensemble": {"name": name, **ens.__dict__},
-                                       "study": cfg.to_dict()}), schema.CONFIG_ARTIFACT)
+    log_text(client, run_id, dump_yaml({"ensemble": {"name": name, **ens.__dict__},
+                                        "study": cfg.to_dict()}), schema.CONFIG_ARTIFACT)
     models = [load_logged_model(r.info.run_id, client=client)[2] for r in members]
     ensemble = Ensemble(models, ens.aggregation)
     # no probes on an ensemble, so no training split: only what is evaluated

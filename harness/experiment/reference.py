@@ -24,7 +24,7 @@ from harness.experiment.outcome import create_run, recorded_outcome
 from harness.experiment.trial import clean_metrics, evaluate_extras, study_tags
 from harness.model import build_model, resolve_device, torch_threads
 from harness.tracking import schema
-from harness.tracking.mlflow_log import log_file, log_metrics, log_params, runs_with_tags
+from harness.tracking.mlflow_log import log_file, log_metrics, log_params, log_text, runs_with_tags
 
 ZERO_SHOT = "zero-shot"
 
@@ -81,8 +81,8 @@ def record_reference(cfg: StudyConfig, role: str, name: str,
         log_params(client, run_id, {"method": name, "phase": schema.PHASE_FINAL, "role": role,
                                     "model": cfg.model.__dict__, "data": cfg.data.__dict__,
                                     "study": cfg.name, "preset": cfg.preset or ""})
-        client.log_text(run_id, dump_yaml({"reference": {"role": role, "name": name},
-                                           "study": cfg.to_dict()}), schema.CONFIG_ARTIFACT)
+        log_text(client, run_id, dump_yaml({"reference": {"role": role, "name": name},
+                                            "study": cfg.to_dict()}), schema.CONFIG_ARTIFACT)
         model = make().to(resolve_device(cfg.train.device))
         metrics = clean_metrics(cfg, model, splits, client, run_id)
         if role == schema.ROLE_ZERO_SHOT:

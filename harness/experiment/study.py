@@ -51,7 +51,7 @@ from harness.experiment.trial import TrialSpec, method_hparams, run_trial, study
 from harness.model import build_model
 from harness.optim import Hparams, get_method
 from harness.tracking import schema
-from harness.tracking.mlflow_log import flatten, log_metrics, log_params, runs_with_tags
+from harness.tracking.mlflow_log import flatten, log_metrics, log_params, log_text, runs_with_tags
 from harness.tracking.notes import describe_study
 from harness.tracking.store import get_experiment_id, optuna_storage, tracking_client
 from harness.train.loop import TrainingDiverged
@@ -324,7 +324,7 @@ def _parent_run(client, experiment_id: str, cfg: StudyConfig) -> str:
         schema.RUN_NAME: key})
     log_params(client, run.info.run_id, {k: v for k, v in recorded_cfg.items()
                                          if not k.startswith(schema.RESUMABLE_PARAMS)})
-    client.log_text(run.info.run_id, dump_yaml(cfg), schema.STUDY_ARTIFACT)
+    log_text(client, run.info.run_id, dump_yaml(cfg), schema.STUDY_ARTIFACT)
     return run.info.run_id
 
 

@@ -30,7 +30,7 @@ from harness.model import build_model, count_parameters, resolve_device, torch_t
 from harness.optim import Hparams, get_method
 from harness.probes.suite import probe_batches, run_probes
 from harness.tracking import schema
-from harness.tracking.mlflow_log import MetricBuffer, log_file, log_metrics, log_params
+from harness.tracking.mlflow_log import MetricBuffer, log_file, log_metrics, log_params, log_text
 from harness.train.batches import batch_loss
 from harness.train.loop import train
 from harness.train.processes import train_in_processes
@@ -95,8 +95,8 @@ def _execute(cfg: StudyConfig, spec: TrialSpec, client: MlflowClient, run_id: st
         **trial_cfg, "model": cfg.model.__dict__, "data": cfg.data.__dict__,
         "train": cfg.train.__dict__, "study": cfg.name, "preset": cfg.preset or "",
     })
-    client.log_text(run_id, dump_yaml({"trial": trial_cfg, "study": cfg.to_dict()}),
-                    schema.CONFIG_ARTIFACT)
+    log_text(client, run_id, dump_yaml({"trial": trial_cfg, "study": cfg.to_dict()}),
+                     schema.CONFIG_ARTIFACT)
 
     started = time.perf_counter()
     splits = load_splits(cfg.data)

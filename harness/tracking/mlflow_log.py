@@ -15,6 +15,8 @@ from typing import Any, Iterable
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from harness import interrupt
+
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 MAX_PARAMS_PER_BATCH = 100
 
@@ -70,7 +72,14 @@ def log_file(client: MlflowClient, run_id: str, write: callable, filename: str,
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / filename
         write(path)
-        client.log_artifact(run_id, str(path), artifact_path)
+        with interrupt.shielded():
+            client.log_artifact(run_id, str(path), artifact_path)
+
+
+def log_text(client: MlflowClient, run_id: str, text: str, artifact_file: str) -> None:
+    """`client.log_text` that an interrupt cannot cut in half (see `interrupt.shielded`)."""
+    with interrupt.shielded():
+        client.log_text(run_id, text, artifact_file)
 
 
 @contextlib.contextmanager
@@ -110,4 +119,5 @@ def replace_artifacts(client: MlflowClient, run_id: str, files: dict[str, Path],
             target = Path(tmp) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
-        client.log_artifacts(run_id, tmp, artifact_path)
+        with interrupt.shielded():
+            client.log_artifacts(run_id, tmp, artifact_path)

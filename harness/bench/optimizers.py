@@ -16,6 +16,11 @@ Contenders (all on an AdamW base with its default implementation):
 - ``asam-loop``                 — :class:`LoopASAM` below: the same maths written with one Python
   iteration per parameter, as most published code does; the fused version must not be slower.
 
+Fine-tuning mode and precision: ``--trainable decoder|lora|all`` builds every copy with that
+mode (the optimizers see only its trainable parameters, as in a study) and ``--autocast bf16``
+runs forward and loss under ``torch.autocast`` — the GPU check of a pretrained vit_b is
+``harness bench optimizers --preset vit_b --device cuda --trainable lora --autocast bf16``.
+
 Memory: on CUDA the peak of ``torch.cuda.max_memory_allocated`` over one round, minus AdamW's.
 On CPU there is no reliable per-contender peak inside one process, so we report the bytes of
 tensors the optimizer itself holds at its fullest (during the second pass: base-optimizer state,
@@ -37,6 +42,7 @@ import torch
 
 from harness.bench.common import json_option, summary
 from harness.model.device import synchronize, torch_threads
+from harness.model.finetune import TRAINABLE
 from harness.optim import ASAM, SAM
 
 BASE = torch.optim.AdamW
@@ -114,8 +120,13 @@ GOALS = {"asam/adamw": 2.05, "asam/asam-loop": 1.0, "asam-k5-looksam/adamw": 1.3
 # -- the workload --------------------------------------------------------------------------------
 
 
-def _segmentation_workload(preset: str, batch_size: int, device: torch.device, seed: int):
-    """A model factory and a loss closure over one fixed synthetic batch of box prompts."""
+AUTOCAST = {"none": None, "bf16": torch.bfloat16}  # fp16 would need a GradScaler: not offered
+
+
+def _segmentation_workload(preset: str, batch_size: int, device: torch.device, seed: int,
+                           trainable: str = "all", autocast: str = "none"):
+    """A model factory (random weights, `trainable` mode) and a loss closure over one fixed
+    synthetic batch of box prompts, run under `autocast` (a key of :data:`AUTOCAST`)."""
     from harness.model import build_model, get_spec, predict_masks
     from harness.train.losses import segmentation_loss
 
@@ -132,10 +143,13 @@ def _segmentation_workload(preset: str, batch_size: int, device: torch.device, s
 
     def make_model() -> torch.nn.Module:
         torch.manual_seed(seed)
-        return build_model(preset).to(device).train()
+        return build_model(preset, trainable=trainable).to(device).train()
+
+    dtype = AUTOCAST[autocast]
 
     def loss_fn(model: torch.nn.Module) -> torch.Tensor:
-        return segmentation_loss(*predict_masks(model, images, boxes=boxes), targets)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            return segmentation_loss(*predict_masks(model, images, boxes=boxes), targets)
 
     return make_model, loss_fn
 
@@ -232,6 +246,8 @@ def run_optimizer_bench(
     device: str | None = None,
     threads: int | None = 1,
     seed: int = 0,
+    trainable: str = "all",
+    autocast: str = "none",
 ) -> dict[str, Any]:
     """Measure per-step time ratios and extra memory of SAM/ASAM variants against AdamW.
 
@@ -244,6 +260,9 @@ def run_optimizer_bench(
         device: ``"cpu"``, ``"cuda"``...; default CUDA when available.
         threads: CPU threads for torch during the run (restored after); ``None`` leaves torch's
             setting. One thread gives steadier ratios on a shared machine.
+        trainable: fine-tuning mode of every copy (``harness.model.TRAINABLE``); the
+            optimizers get its trainable parameters only.
+        autocast: ``"none"`` or ``"bf16"`` (forward and loss under ``torch.autocast``).
 
     Returns:
         A JSON-ready dict: ``config``, ``ratios`` (``"a/b"`` → median, q25, q75, min, max of the
@@ -252,18 +271,24 @@ def run_optimizer_bench(
     """
     if steps < 3:
         raise ValueError("steps must be at least 3")
+    if autocast not in AUTOCAST:
+        raise ValueError(f"autocast must be one of {sorted(AUTOCAST)}, got {autocast!r}")
     from harness.model import resolve_device
 
     dev = resolve_device(device or "auto")
     with torch_threads(threads):
         used_threads = torch.get_num_threads()
-        make_model, loss_fn = _segmentation_workload(preset, batch_size, dev, seed)
+        make_model, loss_fn = _segmentation_workload(preset, batch_size, dev, seed, trainable,
+                                                     autocast)
         contenders = []
         for name, factory in _contenders(every_k).items():
             model = make_model()
-            contenders.append(_Contender(name, model, factory(list(model.parameters()))))
-        n_params = sum(p.numel() for p in contenders[0].model.parameters())
-        param_bytes = sum(p.numel() * p.element_size() for p in contenders[0].model.parameters())
+            trained = [p for p in model.parameters() if p.requires_grad]
+            contenders.append(_Contender(name, model, factory(trained)))
+        trained = [p for p in contenders[0].model.parameters() if p.requires_grad]
+        n_params = sum(p.numel() for p in trained)
+        param_bytes = sum(p.numel() * p.element_size() for p in trained)
+        total_params = sum(p.numel() for p in contenders[0].model.parameters())
 
         def timed_step(c: _Contender) -> float:
             synchronize(dev)
@@ -295,7 +320,8 @@ def run_optimizer_bench(
 
     return {
         "config": {
-            "preset": preset, "device": str(dev), "threads": used_threads,
+            "preset": preset, "trainable": trainable, "autocast": autocast,
+            "total_parameters": total_params, "device": str(dev), "threads": used_threads,
             "batch_size": batch_size, "rounds": steps, "steps_per_round": every_k,
             "warmup_rounds": warmup, "parameters": n_params, "parameter_bytes": param_bytes,
             "base": f"{BASE.__name__}{BASE_KWARGS}", "torch": torch.__version__,
@@ -310,8 +336,9 @@ def run_optimizer_bench(
 def format_report(result: dict[str, Any]) -> str:
     cfg = result["config"]
     lines = [
-        f"harness bench optimizers — preset {cfg['preset']} ({cfg['parameters']:,} parameters), "
-        f"{cfg['device']}, {cfg['threads']} thread(s), batch {cfg['batch_size']}",
+        f"harness bench optimizers — preset {cfg['preset']}, trainable {cfg['trainable']} "
+        f"({cfg['parameters']:,} of {cfg['total_parameters']:,} parameters), autocast "
+        f"{cfg['autocast']}, {cfg['device']}, {cfg['threads']} thread(s), batch {cfg['batch_size']}",
         f"{cfg['rounds']} interleaved rounds × {cfg['steps_per_round']} steps per optimizer "
         f"(after {cfg['warmup_rounds']} warm-up rounds); base {cfg['base']}",
         "",
@@ -326,7 +353,7 @@ def format_report(result: dict[str, Any]) -> str:
         )
     mib = 2**20
     lines += ["", f"extra memory vs AdamW ({result['memory']['kind']}; "
-                  f"parameters = {cfg['parameter_bytes'] / mib:.2f} MiB):"]
+                  f"trainable parameters = {cfg['parameter_bytes'] / mib:.2f} MiB):"]
     for name, extra in result["memory"]["extra_bytes"].items():
         lines.append(f"  {name:<26}{extra / mib:>+8.2f} MiB  ({extra / cfg['parameter_bytes']:+.2f}× parameters)")
     return "\n".join(lines)
@@ -342,9 +369,19 @@ def format_report(result: dict[str, Any]) -> str:
 @click.option("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=0),
               help="torch CPU threads during the run; 0 keeps torch's default")
+@click.option("--trainable", default="all", show_default=True, type=click.Choice(TRAINABLE),
+              help="fine-tuning mode of every copy (lora adds default adapters)")
+@click.option("--autocast", default="none", show_default=True, type=click.Choice(list(AUTOCAST)),
+              help="run forward and loss under torch.autocast in this dtype")
 @json_option
-def optimizers_command(preset, steps, every_k, batch_size, device, threads, as_json):
-    """Per-step cost of SAM / ASAM (and every-k variants) relative to AdamW, interleaved."""
+def optimizers_command(preset, steps, every_k, batch_size, device, threads, trainable, autocast,
+                       as_json):
+    """Per-step cost of SAM / ASAM (and every-k variants) relative to AdamW, interleaved.
+
+    Random weights of any preset: the GPU check of vit_b is, per mode,
+    `harness bench optimizers --preset vit_b --device cuda --trainable lora --autocast bf16`.
+    """
     result = run_optimizer_bench(preset, steps, batch_size=batch_size, every_k=every_k,
-                                 device=device, threads=threads or None)
+                                 device=device, threads=threads or None, trainable=trainable,
+                                 autocast=autocast)
     click.echo(json.dumps(result, indent=2) if as_json else format_report(result))

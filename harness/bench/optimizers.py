@@ -42,7 +42,7 @@ import torch
 
 from harness.bench.common import json_option, summary
 from harness.model.device import synchronize, torch_threads
-from harness.model.finetune import TRAINABLE
+from harness.model import TRAINABLE
 from harness.optim import ASAM, SAM
 
 BASE = torch.optim.AdamW
@@ -273,7 +273,7 @@ def run_optimizer_bench(
         raise ValueError("steps must be at least 3")
     if autocast not in AUTOCAST:
         raise ValueError(f"autocast must be one of {sorted(AUTOCAST)}, got {autocast!r}")
-    from harness.model import resolve_device
+    from harness.model import count_parameters, resolve_device
 
     dev = resolve_device(device or "auto")
     with torch_threads(threads):
@@ -285,10 +285,10 @@ def run_optimizer_bench(
             model = make_model()
             trained = [p for p in model.parameters() if p.requires_grad]
             contenders.append(_Contender(name, model, factory(trained)))
-        trained = [p for p in contenders[0].model.parameters() if p.requires_grad]
-        n_params = sum(p.numel() for p in trained)
+        # every copy is the same model: the last one's counts stand for all
+        n_params = count_parameters(model, trainable_only=True)
+        total_params = count_parameters(model)
         param_bytes = sum(p.numel() * p.element_size() for p in trained)
-        total_params = sum(p.numel() for p in contenders[0].model.parameters())
 
         def timed_step(c: _Contender) -> float:
             synchronize(dev)
